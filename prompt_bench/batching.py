@@ -1,0 +1,92 @@
+"""Examples -> templated token sequences -> padded batches on the backbone's device.
+
+The template is filled per backbone family (a causal LM reads the label as the next token, so its
+text stops at the mask), and long inputs lose words from their longest field, never the template.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from prompt_bench.models.backbone import Backbone, EncodedBatch
+from prompt_bench.tasks.spec import MASK, Example, TaskSpec
+
+
+def render(template: str, fields: dict[str, str], family: str, mask_token: str | None) -> str:
+    if family in ("causal_lm", "seq2seq"):
+        return template.split(MASK, 1)[0].format(**fields).rstrip()
+    return template.format(**fields, mask=mask_token or "")
+
+
+@dataclass
+class EncodedSplit:
+    """A whole split tokenized once; batches are cut from it and padded to their own longest row."""
+
+    ids: list[list[int]]
+    target: list[int]
+    labels: list[int]
+    groups: list[str | None]
+    pad_id: int
+    device: torch.device
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, index: Sequence[int] | None = None) -> EncodedBatch:
+        index = range(len(self.ids)) if index is None else index
+        rows = [self.ids[i] for i in index]
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for row, ids in enumerate(rows):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention[row, : len(ids)] = 1
+        return EncodedBatch(
+            input_ids=input_ids.to(self.device),
+            attention_mask=attention.to(self.device),
+            target_pos=torch.tensor([self.target[i] for i in index], device=self.device),
+            labels=torch.tensor([self.labels[i] for i in index], device=self.device),
+        )
+
+    def batches(self, batch_size: int, shuffle_seed: int | None = None) -> Iterator[EncodedBatch]:
+        order = np.arange(len(self.ids))
+        if shuffle_seed is not None:
+            order = np.random.RandomState(shuffle_seed).permutation(len(self.ids))
+        else:
+            # Sorting by length keeps padding low for evaluation, where order does not matter.
+            order = sorted(order, key=lambda i: len(self.ids[i]))
+        for start in range(0, len(order), batch_size):
+            yield self.batch([int(i) for i in order[start : start + batch_size]])
+
+
+def encode_split(examples: Sequence[Example], task: TaskSpec, backbone: Backbone, prompt_len: int = 0) -> EncodedSplit:
+    """Fill the task's template for this backbone and tokenize, leaving room for `prompt_len` soft tokens."""
+    template = task.template_for(backbone.family)
+    budget = min(task.max_length, backbone.max_positions) - prompt_len
+    tokenizer = backbone.tokenizer
+    ids_all, targets = [], []
+    for example in examples:
+        fields = dict(example.fields)
+        ids, target = backbone.encode_text(render(template, fields, backbone.family, backbone.mask_token))
+        for _ in range(4):
+            excess = len(ids) - budget
+            if excess <= 0:
+                break
+            longest = max(fields, key=lambda f: len(fields[f]))
+            tokens = tokenizer.tokenize(fields[longest])
+            fields[longest] = tokenizer.convert_tokens_to_string(tokens[: max(0, len(tokens) - excess - 1)])
+            ids, target = backbone.encode_text(render(template, fields, backbone.family, backbone.mask_token))
+        ids_all.append(ids[:budget])
+        targets.append(min(target, budget - 1))
+    return EncodedSplit(
+        ids=ids_all,
+        target=targets,
+        labels=[e.label for e in examples],
+        groups=[e.group for e in examples],
+        pad_id=tokenizer.pad_token_id,
+        device=backbone.device,
+    )

@@ -1,0 +1,21 @@
+"""User-facing errors: the CLI prints these as one line, never as a traceback."""
+
+
+class PromptBenchError(Exception):
+    """Bad input or an impossible request. The message names the problem and the fix."""
+
+
+class ConfigError(PromptBenchError):
+    pass
+
+
+class DataError(PromptBenchError):
+    pass
+
+
+class ModelError(PromptBenchError):
+    pass
+
+
+class BudgetExhausted(PromptBenchError):
+    """A black-box method asked for more API calls than its budget allows."""

@@ -1,0 +1,255 @@
+"""One run, start to finish: config -> task -> batches -> backbone -> method -> artifact -> evaluation -> tracking.
+
+This is the only module that knows every other one. Everything that can be checked without loading
+a model or data is checked first (`plan`), so a bad combination fails in well under a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import platform
+import resource
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from prompt_bench import __version__
+from prompt_bench.artifacts import save_tensors
+from prompt_bench.batching import encode_split
+from prompt_bench.checkpoint import Checkpoint
+from prompt_bench.errors import ConfigError, DataError
+from prompt_bench.evaluation import score_split
+from prompt_bench.methods.base import FitContext, Method, Solution
+from prompt_bench.methods.blackbox import BlackBoxAPI
+from prompt_bench.models import build_backbone
+from prompt_bench.models.loading import ModelSpec
+from prompt_bench.summary import print_summary
+from prompt_bench.tasks import loading, metrics, sampling
+from prompt_bench.tasks.spec import TaskSpec
+from prompt_bench.tracking import Tracker
+
+log = logging.getLogger(__name__)
+
+#: which optimizer kinds each access level accepts, and what to suggest otherwise
+_OPTIMIZER_FOR_ACCESS = {
+    "gradient": ("gradient", "optimizer=adamw (or adafactor)"),
+    "black_box": ("dfo", "optimizer=cma (or another derivative-free optimizer)"),
+}
+
+
+@dataclass
+class Plan:
+    """Everything decided before anything heavy is loaded."""
+
+    task: TaskSpec
+    model: ModelSpec
+    method_cls: type[Method]
+    prompt_len: int
+
+
+def method_class(name: str) -> type[Method]:
+    try:
+        module = importlib.import_module(f"prompt_bench.methods.{name}")
+    except ModuleNotFoundError:
+        known = sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "method").glob("*.yaml"))
+        raise ConfigError(f"unknown method '{name}': use one of {', '.join(known)}") from None
+    return module.METHOD
+
+
+def plan(cfg: DictConfig) -> Plan:
+    task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
+    model = ModelSpec.from_config(OmegaConf.to_container(cfg.model, resolve=True))
+    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    method_cls = method_class(str(cfg.method.name))
+    if method_cls.access in _OPTIMIZER_FOR_ACCESS:
+        kind, fix = _OPTIMIZER_FOR_ACCESS[method_cls.access]
+        if cfg.optimizer.kind != kind:
+            raise ConfigError(
+                f"method={cfg.method.name} is {method_cls.access.replace('_', '-')} but optimizer={cfg.optimizer.name} "
+                f"is a {cfg.optimizer.kind} optimizer: use {fix}"
+            )
+    task.template_for(model.family)
+    method_cls.check(method_cfg)
+    if cfg.setting.name == "few_shot" and int(cfg.setting.k) <= 0:
+        raise ConfigError(f"setting.k must be a positive number of examples per class, got {cfg.setting.k}")
+    return Plan(task=task, model=model, method_cls=method_cls, prompt_len=method_cls.prompt_length(method_cfg))
+
+
+@dataclass
+class Data:
+    train: list
+    dev: list
+    test: list
+    notes: list[str]
+    sources: dict[str, str]
+
+
+def load_data(cfg: DictConfig, task: TaskSpec) -> Data:
+    root = loading.mirror_root(cfg.data.mirror)
+    pool = loading.load_split(task, "train", root)
+    test = loading.load_split(task, "test", root)
+    try:
+        if cfg.setting.name == "few_shot":
+            train, dev = sampling.few_shot(pool.examples, int(cfg.setting.k), int(cfg.seed), task.num_classes)
+        else:
+            train, dev = sampling.full_data(
+                pool.examples, int(cfg.seed), float(cfg.setting.dev_fraction), int(cfg.setting.max_dev)
+            )
+    except DataError as err:
+        raise DataError(f"task {task.name}: {err}") from None
+    notes = [n for n in (pool.note, test.note) if n]
+    return Data(train, dev, test.examples, list(dict.fromkeys(notes)), {"train": pool.source, "test": test.source})
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def _versions() -> dict[str, str]:
+    import nevergrad
+    import transformers
+
+    return {
+        "prompt_bench": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "nevergrad": nevergrad.__version__,
+    }
+
+
+class RunFolder:
+    """A run folder is finished (results.json), interrupted (anything else in it), or new."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.results = self.path / "results.json"
+
+    @property
+    def finished(self) -> bool:
+        return self.results.is_file()
+
+    @property
+    def started(self) -> bool:
+        return (self.path / "config.yaml").is_file()
+
+    def set_aside(self) -> Path:
+        aside = self.path.with_name(f"{self.path.name}.interrupted-{time.strftime('%Y%m%d-%H%M%S')}")
+        shutil.move(str(self.path), aside)
+        self.path.mkdir(parents=True)
+        return aside
+
+    def trim_metrics(self, upto_step: int) -> None:
+        """Drop metric lines written after the checkpoint we resume from (they will be written again)."""
+        path = self.path / "metrics.jsonl"
+        if path.is_file():
+            lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= upto_step]
+            path.write_text("".join(l + "\n" for l in lines))
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    the_plan = plan(cfg)
+    folder = RunFolder(run_dir)
+    folder.path.mkdir(parents=True, exist_ok=True)
+    if folder.finished:
+        results = json.loads(folder.results.read_text())
+        print_summary(results, folder.path, skipped=True)
+        return results
+    checkpoint = Checkpoint(folder.path)
+    if folder.started and cfg.run.restart:
+        aside = folder.set_aside()
+        log.info("restarting: the interrupted run was moved to %s", aside)
+    elif checkpoint.exists():
+        _, meta = checkpoint.load()
+        folder.trim_metrics(int(meta.get("calls", meta.get("step", 0))))
+        log.info("resuming the interrupted run in %s", folder.path)
+    else:
+        (folder.path / "metrics.jsonl").unlink(missing_ok=True)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    (folder.path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    started = time.perf_counter()
+    task = the_plan.task
+    data = load_data(cfg, task)
+    backbone = build_backbone(
+        the_plan.model, device=str(cfg.compute.device), bf16=bool(cfg.compute.bf16),
+        max_tokens_per_forward=cfg.compute.max_tokens_per_forward,
+    )
+    backbone.set_verbalizer(task.verbalizer)
+    train = encode_split(data.train, task, backbone, the_plan.prompt_len)
+    dev = encode_split(data.dev, task, backbone, the_plan.prompt_len)
+    test = encode_split(data.test, task, backbone, the_plan.prompt_len)
+    eval_batch = int(cfg.compute.eval_batch_size)
+
+    def dev_score(scorer) -> dict[str, float]:
+        was_training = backbone.model.training
+        backbone.model.eval()
+        try:
+            return score_split(scorer, dev, task.metric, eval_batch)
+        finally:
+            backbone.model.train(was_training)
+
+    tracker = Tracker(
+        folder.path, OmegaConf.to_container(cfg.logger, resolve=True), config,
+        name=f"{task.name}-{cfg.method.name}-{the_plan.model.name}-s{cfg.seed}",
+        group=f"{task.name}-{cfg.setting.name}", job_type=str(cfg.method.name),
+        tags=[task.name, str(cfg.setting.name), the_plan.model.name],
+    )
+    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    ctx = FitContext(
+        task=task, train=train, dev=dev, method=method_cfg,
+        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), seed=int(cfg.seed), tracker=tracker,
+        checkpoint=checkpoint, dev_score=dev_score, primary_metric=metrics.primary(task.metric),
+        progress=bool(cfg.run.progress),
+    )
+    if the_plan.method_cls.access == "black_box":
+        ctx.blackbox = BlackBoxAPI(backbone, train, budget=int(method_cfg["budget"]))
+    else:
+        ctx.backbone = backbone
+    solution: Solution = the_plan.method_cls().fit(ctx)
+
+    scorer = solution.scorer(backbone)
+    test_scores = score_split(scorer, test, task.metric, eval_batch)
+    dev_scores = dev_score(scorer)
+    prompt_file = None
+    if solution.prompt is not None or solution.tensors:
+        tensors = dict(solution.tensors)
+        if solution.prompt is not None:
+            tensors["prompt"] = solution.prompt
+        prompt_file = save_tensors(
+            folder.path / "prompt", tensors,
+            {"task": task.name, "method": str(cfg.method.name), "model": the_plan.model.name,
+             "model_location": the_plan.model.location, "family": the_plan.model.family,
+             "hidden_size": backbone.hidden_size, "seed": int(cfg.seed), "template": task.template_for(backbone.family),
+             "verbalizer": list(task.verbalizer), **solution.meta},
+        )
+    results = {
+        "task": task.name, "method": str(cfg.method.name), "model": the_plan.model.name,
+        "setting": str(cfg.setting.name), "seed": int(cfg.seed), "metric": metrics.primary(task.metric),
+        "test": test_scores, "dev": dev_scores,
+        "budget_used": solution.budget_used,
+        "budget_unit": "api_calls" if the_plan.method_cls.access == "black_box" else "steps",
+        "budget": method_cfg.get("budget"),
+        "n_train": len(train), "n_dev": len(dev), "n_test": len(test),
+        "data_notes": data.notes, "data_sources": data.sources,
+        "wall_time_s": round(time.perf_counter() - started, 2),
+        "peak_memory_mb": round(_peak_memory_mb(backbone.device), 1),
+        "device": str(backbone.device), "versions": _versions(), "method_info": solution.meta,
+    }
+    tracker.log({f"test/{k}": v for k, v in test_scores.items()}, step=solution.budget_used or 0)
+    tmp = folder.results.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=2, default=str))
+    tmp.replace(folder.results)
+    tracker.finish({**{f"test/{k}": v for k, v in test_scores.items()}, "budget_used": solution.budget_used}, prompt_file)
+    print_summary(results, folder.path)
+    return results
+

@@ -1,0 +1,65 @@
+"""What every method gets (a FitContext) and gives back (a Solution)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import Tensor
+
+from prompt_bench.batching import EncodedSplit
+from prompt_bench.checkpoint import Checkpoint
+from prompt_bench.models.backbone import Backbone, EncodedBatch
+from prompt_bench.tasks.spec import TaskSpec
+from prompt_bench.tracking import Tracker
+
+
+@dataclass
+class FitContext:
+    task: TaskSpec
+    train: EncodedSplit
+    dev: EncodedSplit
+    method: dict[str, Any]  # the resolved `method` config
+    optimizer: dict[str, Any]  # the resolved `optimizer` config
+    seed: int
+    tracker: Tracker
+    checkpoint: Checkpoint
+    dev_score: Callable[[Callable[[EncodedBatch], Tensor]], dict[str, float]]  # score fn -> dev metrics
+    primary_metric: str
+    progress: bool = True
+    backbone: Backbone | None = None  # white-box methods only
+    blackbox: Any = None  # black-box methods only: a BlackBoxAPI
+
+
+@dataclass
+class Solution:
+    """What a method learned: a soft prompt [L, d] (or none), extra tensors worth keeping, and facts."""
+
+    prompt: Tensor | None
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    budget_used: int | None = None  # API calls (black-box) or optimizer steps (gradient)
+
+    def scorer(self, backbone: Backbone) -> Callable[[EncodedBatch], Tensor]:
+        prompt = None if self.prompt is None else self.prompt.unsqueeze(0)
+        return lambda batch: backbone.label_logits(batch, prompt)[0]
+
+
+class Method:
+    """A method declares the access it needs; the experiment refuses impossible combinations before loading."""
+
+    #: "none" (trains nothing), "gradient" (white-box), or "black_box" (only API calls)
+    access: ClassVar[str] = "none"
+
+    @classmethod
+    def check(cls, method_cfg: dict[str, Any]) -> None:
+        """Raise ConfigError on bad hyperparameters, before any model or data is loaded."""
+
+    @classmethod
+    def prompt_length(cls, method_cfg: dict[str, Any]) -> int:
+        return int(method_cfg.get("n_prompt_tokens", 0) or 0)
+
+    def fit(self, ctx: FitContext) -> Solution:
+        raise NotImplementedError
+

