@@ -164,11 +164,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         results = json.loads(folder.results.read_text())
         print_summary(results, folder.path, skipped=True)
         return results
-    checkpoint = Checkpoint(folder.path)
-    if folder.started and cfg.run.restart:
-        aside = folder.set_aside()
+    aside = folder.set_aside() if folder.started and cfg.run.restart else None
+    handler = logging.FileHandler(folder.path / "run.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    logging.getLogger().addHandler(handler)
+    if aside is not None:
         log.info("restarting: the interrupted run was moved to %s", aside)
-    elif checkpoint.exists():
+    try:
+        return _execute(cfg, the_plan, folder)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+
+
+def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, Any]:
+    checkpoint = Checkpoint(folder.path)
+    if checkpoint.exists():
         _, meta = checkpoint.load()
         folder.trim_metrics(int(meta.get("calls", meta.get("step", 0))))
         log.info("resuming the interrupted run in %s", folder.path)

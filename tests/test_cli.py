@@ -56,3 +56,12 @@ def test_an_unknown_task_or_method_lists_the_available_ones(tmp_path, group, val
     done = cli(f"{group}={value}", "logger=none", f"run.root={tmp_path}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert value in done.stderr and "Available options" in done.stderr
+
+
+def test_asking_again_for_a_finished_run_reprints_it_and_touches_nothing(mirror, tmp_path):
+    args = ["method=manual", "task=sst2", "setting.k=4", "logger=none", f"run.root={tmp_path}", f"data.mirror={mirror}"]
+    assert cli(*args).returncode == 0
+    stamps = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    again = cli(*args)
+    assert again.returncode == 0 and "already finished" in again.stdout
+    assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}

@@ -1,5 +1,7 @@
 """Prompt tuning (Lester et al., 2021): a shallow soft prompt trained by gradient descent, model frozen."""
 
+import torch
+
 from prompt_bench.errors import ConfigError
 from prompt_bench.methods.base import FitContext, Method, Solution
 from prompt_bench.methods.training import train
@@ -18,7 +20,9 @@ class PromptTuning(Method):
     def fit(self, ctx: FitContext) -> Solution:
         cfg, backbone = ctx.method, ctx.backbone
         init = initial_prompt(str(cfg["init"]), int(cfg["n_prompt_tokens"]), backbone.word_embeddings.weight, ctx.seed)
-        prompt = init.to(device=backbone.device, dtype=backbone.dtype).requires_grad_(True)
+        # The prompt stays fp32 even on a bf16 model (the backbone casts it per forward), so Adam's
+        # small updates are not rounded away.
+        prompt = init.to(device=backbone.device, dtype=torch.float32).requires_grad_(True)
         best, summary = train(
             ctx,
             {"prompt": prompt},
