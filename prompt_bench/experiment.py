@@ -220,7 +220,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         task=task, train=train, dev=dev, method=method_cfg,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), seed=int(cfg.seed), tracker=tracker,
         checkpoint=checkpoint, dev_score=dev_score, primary_metric=metrics.primary(task.metric),
-        progress=bool(cfg.run.progress),
+        progress=bool(cfg.run.progress), run_dir=folder.path,
     )
     if the_plan.method_cls.access == "black_box":
         ctx.blackbox = BlackBoxAPI(backbone, train, budget=int(method_cfg["budget"]))

@@ -125,8 +125,9 @@ def test_prompt_tuning_can_start_from_a_saved_prompt(mirror, tmp_path):
 def test_fine_tuning_and_bbt_run_on_every_model_family(mirror, tmp_path, tiny_models, family):
     model = ["model=local", f"model.path={tiny_models[family]}", f"model.family={family}", "task=rte"]
     tuned = experiment.run(make(mirror, *model, "method=fine_tuning", "method.max_steps=2", "method.eval_every=1",
-                                "method.batch_size=4"), tmp_path / "ft")
+                                "method.batch_size=4", "method.save_model=true"), tmp_path / "ft")
     assert tuned["budget_used"] == 2
+    assert (tmp_path / "ft" / "model" / "model.safetensors").is_file()
     bbt = experiment.run(make(mirror, *model, *SMALL_BBT[:-1], "method.eval_every=30", "method.budget=20"),
                          tmp_path / "bbt")
     assert bbt["budget_used"] == 20

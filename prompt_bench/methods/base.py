@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
@@ -27,6 +28,7 @@ class FitContext:
     checkpoint: Checkpoint
     dev_score: Callable[[Callable[[EncodedBatch], Tensor]], dict[str, float]]  # score fn -> dev metrics
     primary_metric: str
+    run_dir: Path | None = None  # for methods that write more than a prompt (e.g. tuned weights)
     progress: bool = True
     backbone: Backbone | None = None  # white-box methods only
     blackbox: Any = None  # black-box methods only: a BlackBoxAPI

@@ -115,15 +115,18 @@ class _SearchState:
     def evaluate_dev(self) -> None:
         # BBT keeps the prompt with the best dev score; candidates are the search's current
         # recommendation and the lowest-train-loss prompt seen so far.
-        for z in (self.search.recommend(), self.best_train_z):
+        metric = self.ctx.primary_metric
+        record = {}
+        for name, z in (("recommended", self.search.recommend()), ("best_train", self.best_train_z)):
             if z is None:
                 continue
             prompt = self.project(torch.from_numpy(z)[None])[0]
-            scores = self.ctx.dev_score(lambda batch: self.api.score(batch, prompt))
-            score = scores[self.ctx.primary_metric]
+            score = self.ctx.dev_score(lambda batch: self.api.score(batch, prompt))[metric]
+            record[f"dev/{metric}_{name}"] = score
             if score > self.best_dev:
                 self.best_dev, self.best_z, self.best_calls = score, np.array(z, copy=True), self.api.calls
-        self.ctx.tracker.log({"dev/best": self.best_dev}, step=self.api.calls)
+        record[f"dev/{metric}"] = self.best_dev  # the selected prompt's dev score so far
+        self.ctx.tracker.log(record, step=self.api.calls)
 
     def save(self, every: int) -> None:
         if self.generations_since_save < every and self.api.remaining > 0:

@@ -35,8 +35,12 @@ class FineTuning(Method):
                 p.copy_(best[name])
         model.requires_grad_(False)
         model.eval()
-        tensors = best if ctx.method.get("save_model") else {}
-        return Solution(prompt=None, tensors=tensors, meta=summary, budget_used=summary["steps"])
+        if ctx.method.get("save_model") and ctx.run_dir is not None:
+            # A loadable folder (model=local model.path=<run>/model), written as safetensors.
+            model.save_pretrained(ctx.run_dir / "model")
+            backbone.tokenizer.save_pretrained(ctx.run_dir / "model")
+            summary["model_dir"] = str(ctx.run_dir / "model")
+        return Solution(prompt=None, meta=summary, budget_used=summary["steps"])
 
 
 METHOD = FineTuning
