@@ -101,3 +101,30 @@ def test_replaying_told_losses_recreates_the_search_state_exactly():
 def test_cma_lowers_a_simple_loss():
     search, asked, told = _run_search(0, lambda z: ((z - 1.0) ** 2).sum(1).tolist(), generations=25)
     assert min(told[-1]) < min(told[0])
+
+
+@pytest.mark.parametrize("name", ["cma", "diag_cma", "de", "pso", "oneplusone", "ngopt", "random_search"])
+def test_every_derivative_free_optimizer_asks_a_generation_and_replays_exactly(name):
+    cfg = {"name": name, "popsize": 6, "sigma": 1.0}
+    shifted = lambda z: ((z - 1.0) ** 2).sum(1).tolist()
+    search = AskTellSearch(cfg, dim=8, budget=200, seed=3)
+    told = []
+    for _ in range(10):
+        z = search.ask()
+        assert z.shape == (6, 8)
+        told.append(shifted(z))
+        search.tell(told[-1])
+    replayed = AskTellSearch(cfg, dim=8, budget=200, seed=3)
+    for losses in told:
+        replayed.ask(len(losses))
+        replayed.tell(losses)
+    np.testing.assert_allclose(search.ask(), replayed.ask())
+    if name != "random_search":
+        assert min(min(g) for g in told[5:]) < min(told[0])
+
+
+def test_an_unknown_optimizer_name_lists_the_known_ones():
+    from prompt_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="random_search"):
+        AskTellSearch({"name": "hill_climb"}, dim=2, budget=10, seed=0)

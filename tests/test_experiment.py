@@ -131,3 +131,11 @@ def test_fine_tuning_and_bbt_run_on_every_model_family(mirror, tmp_path, tiny_mo
     bbt = experiment.run(make(mirror, *model, *SMALL_BBT[:-1], "method.eval_every=30", "method.budget=20"),
                          tmp_path / "bbt")
     assert bbt["budget_used"] == 20
+
+
+@pytest.mark.parametrize("optimizer", ["random_search", "de"])
+def test_bbt_runs_with_any_derivative_free_optimizer(mirror, tmp_path, optimizer):
+    overrides = [*SMALL_BBT, "task=sst2", "method.budget=20", f"optimizer={optimizer}", "optimizer.popsize=10"]
+    results = experiment.run(make(mirror, *overrides), tmp_path / "run")
+    assert results["budget_used"] == 20
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["budget_used"] == 20

@@ -13,13 +13,24 @@ import numpy as np
 
 from prompt_bench.errors import ConfigError
 
-OPTIMIZERS = {"cma"}
+# Our names -> nevergrad optimizer factories (all ask/tell, all seeded by the parametrization's
+# random state). Population-based ones get the config's popsize; the others are asked popsize
+# candidates per generation all the same, so every optimizer is billed and batched identically.
+OPTIMIZERS = {
+    "cma": lambda popsize: ng.optimizers.ParametrizedCMA(popsize=popsize, random_init=False),
+    "diag_cma": lambda popsize: ng.optimizers.ParametrizedCMA(popsize=popsize, diagonal=True, random_init=False),
+    "de": lambda popsize: ng.families.DifferentialEvolution(popsize=popsize),
+    "pso": lambda popsize: ng.families.ConfPSO(popsize=popsize),
+    "oneplusone": lambda popsize: ng.optimizers.OnePlusOne,
+    "ngopt": lambda popsize: ng.optimizers.NGOpt,
+    "random_search": lambda popsize: ng.optimizers.RandomSearch,
+}
 
 
 def _build(name: str, popsize: int):
-    if name == "cma":
-        return ng.optimizers.ParametrizedCMA(popsize=popsize, random_init=False)
-    raise ConfigError(f"unknown derivative-free optimizer '{name}': use one of {', '.join(sorted(OPTIMIZERS))}")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown derivative-free optimizer '{name}': use one of {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](popsize)
 
 
 class AskTellSearch:
