@@ -158,3 +158,23 @@ def test_the_packaged_minilm_separates_sentiment_zero_shot(minilm_backbone):
     with torch.no_grad():
         logits = minilm_backbone.label_logits(batch)[0]
     assert logits.argmax(-1).tolist() == [1, 0]
+
+
+def test_hooks_see_per_row_extras_aligned_with_their_prompt(family_backbone):
+    batch = batch_for(family_backbone)
+    prompts = torch.randn(3, 3, family_backbone.hidden_size) * 0.1
+    seen = []
+    layer = family_backbone.transformer_layers()[0]
+    handle = layer.register_forward_pre_hook(lambda m, a: seen.append(family_backbone.row_context.extras["id"].clone()))
+    try:
+        with torch.no_grad():
+            family_backbone.label_logits(batch, prompts, extras={"id": torch.arange(3)})
+    finally:
+        handle.remove()
+    assert all(x.tolist() == sorted(x.tolist()) for x in seen)  # rows are prompt-major in every forward
+    assert sorted(torch.cat(seen).tolist()) == sorted([0, 1, 2] * len(SENTENCES))
+    assert family_backbone.row_context is None
+
+
+def test_every_family_exposes_its_transformer_blocks(family_backbone):
+    assert len(family_backbone.transformer_layers()) == 2

@@ -18,6 +18,16 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class RowContext:
+    """What hooks inside the model may read during one forward: per-row tensors expanded from per-prompt
+    `extras` (row r belongs to prompt r // n_examples), and where the soft prompt sits."""
+
+    extras: dict[str, Tensor]
+    prompt_offset: int
+    prompt_len: int
+
+
+@dataclass
 class EncodedBatch:
     """Token ids of templated inputs, right-padded, with the position the label is read from."""
 
@@ -44,6 +54,8 @@ class Backbone:
         self.device = device
         self.max_tokens_per_forward = max_tokens_per_forward
         self.label_ids: Tensor | None = None
+        #: set only while a forward runs; methods' hooks (deep prompts, dropout masks) read it
+        self.row_context: RowContext | None = None
 
     # -- what the model looks like -------------------------------------------------------------
     @property
@@ -98,15 +110,19 @@ class Backbone:
         raise NotImplementedError
 
     # -- the hot path ----------------------------------------------------------------------------
-    def label_logits(self, batch: EncodedBatch, prompts: Tensor | None = None) -> Tensor:
+    def label_logits(self, batch: EncodedBatch, prompts: Tensor | None = None,
+                     extras: dict[str, Tensor] | None = None) -> Tensor:
         """Class logits [P, B, C] for each of P prompts [P, L, d] (or [1, B, C] without a prompt).
 
         All P x B prompted sequences go through the model together, in chunks of at most
         `max_tokens_per_forward` tokens, so a whole DFO generation costs a few large forwards. Chunks
         hold examples of similar length, each trimmed to its own longest row: few-shot batches mix
         8- and 45-token sentences, and padding everything to the longest doubled the cost.
-        Gradients flow to `prompts` when the caller has them enabled.
+        Gradients flow to `prompts` when the caller has them enabled. `extras` are per-prompt tensors
+        (leading dim P) that hooks installed by a method see per row through `row_context`.
         """
+        if extras and prompts is None:
+            raise ValueError("extras are per-prompt: pass prompts with them")
         n_prompts = 1 if prompts is None else prompts.shape[0]
         prompt_len = 0 if prompts is None else prompts.shape[1]
         if prompts is not None:
@@ -126,12 +142,29 @@ class Backbone:
                     rows = (embeds, mask, target)
                 else:
                     rows = self._insert(embeds, mask, target, prompts[chunk])
-                scores = self._class_scores(*rows, prompt_len)
+                self.row_context = RowContext(
+                    {k: v[chunk].repeat_interleave(len(index), dim=0) for k, v in (extras or {}).items()},
+                    self.prompt_offset, prompt_len,
+                )
+                try:
+                    scores = self._class_scores(*rows, prompt_len)
+                finally:
+                    self.row_context = None
                 parts.append(scores.view(chunk.stop - chunk.start, len(index), -1))
             groups.append(torch.cat(parts, dim=0))
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order), device=order.device)
         return torch.cat(groups, dim=1)[:, inverse]
+
+    def transformer_layers(self) -> torch.nn.ModuleList:
+        """The stack of transformer blocks the input goes through (the encoder's, for seq2seq)."""
+        config = self.model.config
+        depth = getattr(config, "num_hidden_layers", None) or getattr(config, "num_layers", None)
+        root = self.model.get_encoder() if self.family == "seq2seq" else self.model
+        for module in root.modules():
+            if isinstance(module, torch.nn.ModuleList) and len(module) == depth:
+                return module
+        raise NotImplementedError(f"cannot find the transformer blocks of {type(self.model).__name__}")
 
     def _chunks(self, sorted_lengths: list[int], n_prompts: int, prompt_len: int):
         """Yield (example slice, prompt slices) so each forward stays under the token budget."""
