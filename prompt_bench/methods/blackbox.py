@@ -44,16 +44,19 @@ class BlackBoxAPI:
     def train_labels(self) -> Tensor:
         return self._train.labels
 
-    @torch.no_grad()
-    def query(self, prompts: Tensor) -> Tensor:
-        """Train-set class logits [P, B, C] for P prompts [P, L, d]; costs P API calls."""
-        n = prompts.shape[0]
+    def bill(self, n: int) -> None:
+        """Charge n API calls, or refuse (charging nothing) if that would pass the budget."""
         if self.calls + n > self.budget:
             raise BudgetExhausted(
                 f"budget exhausted: {self.calls} of {self.budget} API calls spent and {n} more asked for; "
                 "raise method.budget"
             )
         self.calls += n
+
+    @torch.no_grad()
+    def query(self, prompts: Tensor) -> Tensor:
+        """Train-set class logits [P, B, C] for P prompts [P, L, d]; costs P API calls."""
+        self.bill(prompts.shape[0])
         return self._backbone.label_logits(self._train, prompts)
 
     @torch.no_grad()
