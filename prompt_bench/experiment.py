@@ -77,6 +77,12 @@ def plan(cfg: DictConfig) -> Plan:
             )
     task.template_for(model.family)
     method_cls.check(method_cfg)
+    if method_cls.access == "black_box" and cfg.setting.name != "few_shot":
+        # Every API call scores the whole train set, which is only affordable for few-shot splits.
+        raise ConfigError(
+            f"method={cfg.method.name} scores every candidate on the whole train set, so it needs setting=few_shot "
+            f"(got setting={cfg.setting.name})"
+        )
     if cfg.setting.name == "few_shot" and int(cfg.setting.k) <= 0:
         raise ConfigError(f"setting.k must be a positive number of examples per class, got {cfg.setting.k}")
     return Plan(task=task, model=model, method_cls=method_cls, prompt_len=method_cls.prompt_length(method_cfg))

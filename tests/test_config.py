@@ -91,3 +91,8 @@ def test_k_larger_than_a_class_has_names_the_task_and_the_fix(mirror):
     cfg = make("task=cb", f"data.mirror={mirror}")
     with pytest.raises(DataError, match="task cb: .*setting.k"):
         load_data(cfg, plan(cfg).task)
+
+
+def test_black_box_methods_refuse_a_full_data_train_set():
+    with pytest.raises(ConfigError, match="setting=few_shot"):
+        plan(make("method=bbt", "setting=full_data"))
