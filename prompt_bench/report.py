@@ -63,6 +63,68 @@ def write_csv(table: dict[tuple[str, str], dict[str, Any]], path: Path) -> None:
                              " ".join(map(str, cell["seeds"]))])
 
 
+def series_label(run: dict[str, Any]) -> str:
+    """A curve's name: the method, or the optimizer when a black-box method runs a non-default one
+    (bbt with optimizer=random_search is the random-search baseline)."""
+    config_file = Path(run["run_dir"]) / "config.yaml"
+    if config_file.is_file():
+        from omegaconf import OmegaConf
+
+        optimizer = OmegaConf.load(config_file).get("optimizer", {}).get("name")
+        if optimizer == "random_search":
+            return "random_search"
+        if optimizer not in (None, "cma", "none", "adamw"):
+            return f"{run['method']} ({optimizer})"
+    return run["method"]
+
+
+def curves(runs: list[dict[str, Any]], task: str, key: str) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
+    """label -> one (steps, values) pair per seed, for metric `key` (e.g. dev/accuracy) in metrics.jsonl."""
+    from prompt_bench.tracking import read_metrics
+
+    out: dict[str, list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+    for run in runs:
+        if run["task"] != task:
+            continue
+        points = [(r["step"], r[key]) for r in read_metrics(Path(run["run_dir"])) if key in r]
+        if points:
+            steps, values = zip(*points)
+            out[series_label(run)].append((np.asarray(steps), np.asarray(values, dtype=float)))
+    return out
+
+
+def plot_curves(runs: list[dict[str, Any]], task: str, keys: list[str], path: Path, xlabel: str) -> Path | None:
+    """One panel per metric key; one line per method (mean over seeds) with a min-max band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(key, curves(runs, task, key)) for key in keys]
+    panels = [(key, c) for key, c in panels if c]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    for ax, (key, by_label) in zip(axes[0], panels):
+        for label, seeds in sorted(by_label.items()):
+            grid = np.unique(np.concatenate([steps for steps, _ in seeds]))
+            # Each seed's curve is a step function (last value so far), read on the common grid.
+            values = np.stack([vals[np.clip(np.searchsorted(steps, grid, side="right") - 1, 0, None)]
+                               for steps, vals in seeds])
+            ax.plot(grid, values.mean(0), marker="o", markersize=3, label=f"{label} (n={len(seeds)})")
+            ax.fill_between(grid, values.min(0), values.max(0), alpha=0.2)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(key)
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="prompt-bench-report", description=__doc__)
     parser.add_argument("root", type=Path, help="a sweep or outputs folder holding run folders")
@@ -76,6 +138,14 @@ def main(argv: list[str] | None = None) -> None:
     write_csv(table, args.root / "report.csv")
     print(text)
     print(f"\n{len(runs)} runs; written to {args.root / 'report.md'} and {args.root / 'report.csv'}")
+    for task in sorted({r["task"] for r in runs}):
+        metric = next(r["metric"] for r in runs if r["task"] == task)
+        for unit, label in (("api_calls", "API calls"), ("steps", "optimizer steps")):
+            chosen = [r for r in runs if r["task"] == task and r.get("budget_unit") == unit]
+            png = plot_curves(chosen, task, [f"dev/{metric}", f"test/{metric}"],
+                              args.root / "plots" / f"{task}_{unit}.png", label)
+            if png is not None:
+                print(f"plot: {png}")
 
 
 if __name__ == "__main__":

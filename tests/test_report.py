@@ -28,3 +28,18 @@ def test_the_report_command_writes_markdown_and_csv_beside_the_runs(tmp_path, ca
     main([str(tmp_path)])
     assert (tmp_path / "report.md").is_file() and (tmp_path / "report.csv").is_file()
     assert "manual" in capsys.readouterr().out
+
+
+def test_curves_are_plotted_per_method_against_api_calls_from_run_folders(tmp_path):
+    from prompt_bench.report import plot_curves
+
+    runs = []
+    for seed in (13, 21):
+        write_run(tmp_path, "bbt", "sst2", seed, 0.6)
+        folder = tmp_path / "sst2" / "bbt" / f"seed{seed}"
+        (folder / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": step, "dev/accuracy": 0.5 + step / 1000 + seed / 1000}) + "\n" for step in (100, 200, 300)))
+        runs.append(json.loads((folder / "results.json").read_text()) | {"run_dir": str(folder)})
+    png = plot_curves(runs, "sst2", ["dev/accuracy", "test/accuracy"], tmp_path / "plot.png", "API calls")
+    assert png.is_file() and png.stat().st_size > 1000
+    assert plot_curves(runs, "rte", ["dev/accuracy"], tmp_path / "none.png", "API calls") is None
