@@ -3,6 +3,8 @@ through the billed BlackBoxAPI. Each generation is scored in one population-batc
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,9 @@ from prompt_bench.optim.dfo import AskTellSearch
 from prompt_bench.prompts.projection import RandomProjection
 
 LOSSES = ("ce", "hinge")
+
+#: candidates z [n, D] -> (prompts [n, L, d], per-candidate keyword tensors for api.query / api.score)
+Encoder = Callable[[Tensor], "tuple[Tensor, dict[str, Tensor]]"]
 
 
 def prompt_loss(logits: Tensor, labels: Tensor, kind: str) -> Tensor:
@@ -48,23 +53,7 @@ class BBT(Method):
             alpha=float(cfg["alpha"]), seed=ctx.seed, device=api.device,
         )
         search = AskTellSearch(ctx.optimizer, dim, budget=api.budget, seed=ctx.seed)
-        state = _SearchState.resume(ctx, search, project, api)
-        next_eval = (api.calls // int(cfg["eval_every"]) + 1) * int(cfg["eval_every"])
-        bar = tqdm(total=api.budget, initial=api.calls, desc="API calls", disable=not ctx.progress, leave=False)
-        while api.remaining > 0:
-            z = search.ask(min(search.popsize, api.remaining))
-            logits = api.query(project(torch.from_numpy(z)))
-            losses = prompt_loss(logits, api.train_labels, str(cfg["loss"]))
-            search.tell(losses.tolist())
-            accuracy = (logits.argmax(-1) == api.train_labels).float().mean(1)
-            state.record(z, losses, accuracy)
-            bar.update(len(z))
-            ctx.tracker.log({"train/loss": float(losses.min()), "train/accuracy": float(accuracy.max())}, step=api.calls)
-            if api.calls >= next_eval or api.remaining == 0:
-                next_eval += int(cfg["eval_every"])
-                state.evaluate_dev()
-            state.save(int(cfg.get("checkpoint_every", 1)))
-        bar.close()
+        state = run_search(ctx, self._resume(ctx, search, lambda z: (project(z), {}), api))
         best_z = torch.from_numpy(state.best_z)
         return Solution(
             prompt=project(best_z[None])[0].detach(),
@@ -74,12 +63,47 @@ class BBT(Method):
             budget_used=api.calls,
         )
 
+    def _resume(self, ctx: FitContext, search: AskTellSearch, encode: Encoder, api) -> "_SearchState":
+        """The search state (a BBT variant swaps in its own, e.g. clip_tuning's thinned-network scoring)."""
+        return _SearchState.resume(ctx, search, encode, api)
+
+
+def run_search(ctx: FitContext, state: "_SearchState") -> "_SearchState":
+    """BBT's loop until the budget is spent: ask a generation, score it in one billed query, tell the
+    losses, evaluate on dev every `eval_every` calls, checkpoint. Shared by the BBT family."""
+    cfg, api, search = ctx.method, state.api, state.search
+    cost = state.calls_per_candidate
+    next_eval = (api.calls // int(cfg["eval_every"]) + 1) * int(cfg["eval_every"])
+    bar = tqdm(total=api.budget, initial=api.calls, desc="API calls", disable=not ctx.progress, leave=False)
+    while api.remaining >= cost:
+        z = search.ask(min(search.popsize, api.remaining // cost))
+        prompts, extra = state.encode(torch.from_numpy(z))
+        losses, accuracy = state.candidate_losses(prompts, extra)
+        search.tell(losses.tolist())
+        state.record(z, losses, accuracy)
+        bar.update(len(z) * cost)
+        ctx.tracker.log({"train/loss": float(losses.min()), "train/accuracy": float(accuracy.max())}, step=api.calls)
+        if api.calls >= next_eval or api.remaining < cost:
+            next_eval += int(cfg["eval_every"])
+            state.evaluate_dev()
+        state.save(int(cfg.get("checkpoint_every", 1)))
+    bar.close()
+    return state
+
 
 class _SearchState:
-    """Losses told so far (enough to replay the search), the incumbent, and best-on-dev bookkeeping."""
+    """Losses told so far (enough to replay the search), the incumbent, and best-on-dev bookkeeping.
 
-    def __init__(self, ctx: FitContext, search: AskTellSearch, project: RandomProjection, api):
-        self.ctx, self.search, self.project, self.api = ctx, search, project, api
+    `search` is anything with AskTellSearch's ask/tell/recommend/popsize/dim; `encode` turns its
+    candidates into what api.query takes. Subclasses add checkpoint entries (`_extra_meta`) and
+    may check the replay (`_replay`); a variant that scores candidates differently overrides
+    `candidate_losses`, `dev_logits` and `calls_per_candidate`."""
+
+    #: API calls one candidate costs; the search stops when the budget left cannot buy one more
+    calls_per_candidate = 1
+
+    def __init__(self, ctx: FitContext, search: AskTellSearch, encode: Encoder, api):
+        self.ctx, self.search, self.encode, self.api = ctx, search, encode, api
         self.losses: list[list[float]] = []
         self.best_train_z: np.ndarray | None = None
         self.best_train_loss = float("inf")
@@ -89,21 +113,38 @@ class _SearchState:
         self.generations_since_save = 0
 
     @classmethod
-    def resume(cls, ctx, search, project, api) -> "_SearchState":
-        state = cls(ctx, search, project, api)
+    def resume(cls, ctx, search, encode: Encoder, api) -> "_SearchState":
+        state = cls(ctx, search, encode, api)
         saved = ctx.checkpoint.load()
         if saved is None:
             return state
         tensors, meta = saved
-        for generation in meta["losses"]:
-            search.ask(len(generation))
-            search.tell(generation)
+        state._replay(meta)
         state.losses = meta["losses"]
         api.calls = int(meta["calls"])
         state.best_z = tensors["best_z"].double().numpy()
         state.best_train_z = tensors["best_train_z"].double().numpy() if "best_train_z" in tensors else None
         state.best_train_loss, state.best_dev, state.best_calls = meta["best_train_loss"], meta["best_dev"], meta["best_calls"]
         return state
+
+    def _replay(self, meta: dict) -> None:
+        """Re-create the search by telling it the saved losses, generation by generation, in order."""
+        for generation in meta["losses"]:
+            self.search.ask(len(generation))
+            self.search.tell(generation)
+
+    def _extra_meta(self) -> dict:
+        return {}
+
+    def candidate_losses(self, prompts: Tensor, extra: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(loss [P], train accuracy [P]) of P encoded candidates, bought in one billed query."""
+        logits = self.api.query(prompts, **extra)
+        losses = prompt_loss(logits, self.api.train_labels, str(self.ctx.method["loss"]))
+        return losses, (logits.argmax(-1) == self.api.train_labels).float().mean(1)
+
+    def dev_logits(self, batch, prompt: Tensor, extra: dict[str, Tensor]) -> Tensor:
+        """[B, C] logits of one candidate on a dev batch (free: dev selection is not billed)."""
+        return self.api.score(batch, prompt, **extra)
 
     def record(self, z: np.ndarray, losses: Tensor, accuracy: Tensor) -> None:
         self.losses.append([float(x) for x in losses])
@@ -120,8 +161,9 @@ class _SearchState:
         for name, z in (("recommended", self.search.recommend()), ("best_train", self.best_train_z)):
             if z is None:
                 continue
-            prompt = self.project(torch.from_numpy(z)[None])[0]
-            score = self.ctx.dev_score(lambda batch: self.api.score(batch, prompt))[metric]
+            prompts, extra = self.encode(torch.from_numpy(z)[None])
+            extra = {k: v[0] for k, v in extra.items()}
+            score = self.ctx.dev_score(lambda batch: self.dev_logits(batch, prompts[0], extra))[metric]
             record[f"dev/{metric}_{name}"] = score
             if score > self.best_dev:
                 self.best_dev, self.best_z, self.best_calls = score, np.array(z, copy=True), self.api.calls
@@ -129,7 +171,7 @@ class _SearchState:
         self.ctx.tracker.log(record, step=self.api.calls)
 
     def save(self, every: int) -> None:
-        if self.generations_since_save < every and self.api.remaining > 0:
+        if self.generations_since_save < every and self.api.remaining >= self.calls_per_candidate:
             return
         self.generations_since_save = 0
         tensors = {"best_z": torch.from_numpy(np.asarray(self.best_z, dtype=np.float64))}
@@ -138,7 +180,7 @@ class _SearchState:
         self.ctx.checkpoint.save(
             tensors,
             {"losses": self.losses, "calls": self.api.calls, "best_train_loss": self.best_train_loss,
-             "best_dev": self.best_dev, "best_calls": self.best_calls},
+             "best_dev": self.best_dev, "best_calls": self.best_calls, **self._extra_meta()},
         )
 
 

@@ -1,0 +1,159 @@
+"""BBTv2 (Sun et al., EMNLP 2022): a prompt at every layer, each in its own random subspace (prompt_l =
+A_l z_l) with its own derivative-free search, optimised layer by layer in turn ("divide and conquer"),
+the model reached only through the billed BlackBoxAPI.
+
+Follows txsun1997/Black-Box-Tuning deepbbt.py:
+- schedule: rounds over the layers, one generation (popsize API calls) per layer per round, then the
+  next layer; the other layers are held at their best candidate so far (cma's `es.result.xbest`);
+- layer l's prompt is added to the hidden states at the prompt positions as they enter layer l;
+- A_l ~ N(0, alpha * std_l / (sqrt(d) * sigma)), std_0 = the word embeddings' std, std_l (l >= 1) = the
+  std of the hidden states entering layer l, outliers clipped (5 rounds at +-3 std).
+Ours: layer 0's prompt is the input soft prompt (inserted as input embeddings, exactly as our BBT), so
+with z_l = 0 for l >= 1 BBTv2 is BBT; the hidden-state statistics come from the service
+(`api.layer_hidden_std()`, prompt-free, real tokens only); the whole budget is spent (deepbbt.py stops
+after the last complete round); each layer's search and projection has its own seed; dev selection is
+BBT's (best dev score among the searches' recommendation and the best-train candidate).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from prompt_bench.errors import ConfigError
+from prompt_bench.methods.base import FitContext, Method, Solution
+from prompt_bench.methods.bbt import BBT, _SearchState, run_search
+from prompt_bench.models.backbone import Backbone, EncodedBatch
+from prompt_bench.models.deep_prompts import DEEP_PROMPT, deep_prompt_hooks
+from prompt_bench.optim.dfo import AskTellSearch
+from prompt_bench.prompts.projection import RandomProjection
+
+
+def layer_seed(seed: int, layer: int) -> int:
+    """Layer 0 keeps the run's seed (its projection is BBT's); the others get independent streams."""
+    return seed if layer == 0 else int(np.random.SeedSequence([seed, layer]).generate_state(1)[0])
+
+
+class LayerwiseSearch:
+    """One ask/tell search per layer behind AskTellSearch's interface, over the concatenation
+    z = [z_0, ..., z_{n-1}] (dim n_layers * d). Generation g searches layer (g // generations_per_layer)
+    % n_layers; its candidates vary that layer's z and hold every other layer at its incumbent (the
+    lowest-loss z that layer's search has produced). A deterministic function of the seed and of the
+    told losses, like AskTellSearch, so replaying the losses re-creates it."""
+
+    def __init__(self, optimizer_cfg, n_layers: int, dim: int, budget: int, seed: int, generations_per_layer: int = 1):
+        self.n_layers, self.layer_dim, self.dim = n_layers, dim, n_layers * dim
+        self.generations_per_layer = generations_per_layer
+        per_layer = max(1, math.ceil(budget / n_layers))
+        self.searches = [AskTellSearch(optimizer_cfg, dim, budget=per_layer, seed=layer_seed(seed, l)) for l in range(n_layers)]
+        self.popsize = self.searches[0].popsize
+        self.incumbent = np.zeros((n_layers, dim))
+        self.incumbent_loss = np.full(n_layers, np.inf)
+        self.layers: list[int] = []  # the layer each told generation searched
+        self.layer: int | None = None  # the layer of the generation being asked
+        self._pending: np.ndarray | None = None
+
+    def layer_of(self, generation: int) -> int:
+        return (generation // self.generations_per_layer) % self.n_layers
+
+    def ask(self, n: int | None = None) -> np.ndarray:
+        self.layer = self.layer_of(len(self.layers))
+        self._pending = self.searches[self.layer].ask(n)
+        full = np.repeat(self.incumbent[None], len(self._pending), axis=0)
+        full[:, self.layer] = self._pending
+        return full.reshape(len(self._pending), self.dim)
+
+    def tell(self, losses) -> None:
+        self.searches[self.layer].tell(losses)
+        best = int(np.argmin(losses))
+        if float(losses[best]) < self.incumbent_loss[self.layer]:
+            self.incumbent_loss[self.layer] = float(losses[best])
+            self.incumbent[self.layer] = self._pending[best]
+        self.layers.append(self.layer)
+        self._pending = None
+
+    def recommend(self) -> np.ndarray:
+        """Each searched layer's own recommendation (CMA-ES: its mean); unsearched layers stay at 0."""
+        searched = set(self.layers)
+        z = np.stack([self.searches[l].recommend() if l in searched else self.incumbent[l] for l in range(self.n_layers)])
+        return z.reshape(self.dim)
+
+
+class _LayerwiseState(_SearchState):
+    """BBT's bookkeeping; the checkpoint also says which layer each generation searched."""
+
+    def _replay(self, meta: dict) -> None:
+        if len(meta["layers"]) != len(meta["losses"]):
+            raise RuntimeError("corrupt BBTv2 checkpoint: one layer per told generation expected")
+        for generation, layer in zip(meta["losses"], meta["layers"]):
+            self.search.ask(len(generation))
+            if self.search.layer != layer:
+                raise RuntimeError(f"BBTv2 checkpoint: generation {len(self.search.layers)} searched layer {layer}, "
+                                   f"but this configuration's schedule searches layer {self.search.layer}")
+            self.search.tell(generation)
+
+    def _extra_meta(self) -> dict:
+        return {"layers": list(self.search.layers)}
+
+
+class DeepPromptSolution(Solution):
+    """A shallow input prompt [L, d] plus `tensors["deep_prompt"]` [n_layers, L, d] added at each layer."""
+
+    def scorer(self, backbone: Backbone):
+        prompt = self.prompt.unsqueeze(0)
+        extras = {DEEP_PROMPT: self.tensors["deep_prompt"].unsqueeze(0).to(backbone.device)}
+
+        def score(batch: EncodedBatch) -> Tensor:
+            with deep_prompt_hooks(backbone):
+                return backbone.label_logits(batch, prompt, extras)[0]
+
+        return score
+
+
+class BBTv2(Method):
+    access = "black_box"
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        BBT.check(cfg)
+        if int(cfg.get("generations_per_layer", 1)) <= 0:
+            raise ConfigError(f"method.generations_per_layer must be positive, got {cfg['generations_per_layer']}")
+
+    def fit(self, ctx: FitContext) -> Solution:
+        cfg, api = ctx.method, ctx.blackbox
+        dim, n_tokens, n_layers = int(cfg["intrinsic_dim"]), int(cfg["n_prompt_tokens"]), api.num_layers
+        stds = [api.embedding_std, *api.layer_hidden_std()[1:]]
+        projections = [
+            RandomProjection(dim, n_tokens, api.hidden_size, std, sigma=float(ctx.optimizer.get("sigma", 1.0)),
+                             alpha=float(cfg["alpha"]), seed=layer_seed(ctx.seed, layer), device=api.device)
+            for layer, std in enumerate(stds)
+        ]
+
+        def encode(z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+            """[n, n_layers * d] -> input prompts [n, L, width] and deep prompts [n, n_layers, L, width]."""
+            z = z.view(z.shape[0], n_layers, dim)
+            prompts = projections[0](z[:, 0])
+            deep = torch.stack([torch.zeros_like(prompts), *(projections[l](z[:, l]) for l in range(1, n_layers))], dim=1)
+            return prompts, {"deep": deep}
+
+        search = LayerwiseSearch(ctx.optimizer, n_layers, dim, budget=api.budget, seed=ctx.seed,
+                                 generations_per_layer=int(cfg.get("generations_per_layer", 1)))
+        state = run_search(ctx, _LayerwiseState.resume(ctx, search, encode, api))
+        best_z = torch.from_numpy(state.best_z)
+        prompts, extra = encode(best_z[None])
+        return DeepPromptSolution(
+            prompt=prompts[0].detach(),
+            tensors={"z": best_z.view(n_layers, dim), "deep_prompt": extra["deep"][0].detach()},
+            meta={"best_dev": state.best_dev, "best_calls": state.best_calls, "n_layers": n_layers,
+                  "projection_std": [p.std for p in projections],
+                  "deep_prompt": "prompt = layer 0 (input soft prompt); deep_prompt[l] is added to the hidden states "
+                                 "at the prompt positions entering layer l (row 0 is zero)",
+                  "selection": "best dev score among the searches' recommendation / best-train candidates at each evaluation"},
+            budget_used=api.calls,
+        )
+
+
+METHOD = BBTv2

@@ -1,0 +1,104 @@
+"""Deep prompts: a prompt for every transformer layer, added to the hidden states at the soft-prompt
+positions as they enter that layer (BBTv2's "deep prompt", as txsun1997/Black-Box-Tuning's
+models/deep_modeling_*.py apply it: `hidden_states + [0, prompt_l, 0]` before layer l runs).
+
+Generic over families: forward pre-hooks on `backbone.transformer_layers()` (the encoder's blocks for
+seq2seq) read per-row layer prompts from `backbone.row_context.extras[DEEP_PROMPT]` ([rows, n_layers,
+L, d], expanded from the per-prompt `extras` of `label_logits`), so a whole population with its own
+deep prompts is scored in the same batched forwards as shallow prompts. A block may get its hidden
+states positionally or as the `hidden_states` keyword (transformers 5 passes them positionally for
+BERT, GPT-2, T5 and Llama today); both are handled. Rows without the key, and forwards outside
+`label_logits`, are left untouched.
+"""
+
+from __future__ import annotations
+
+import weakref
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from prompt_bench.models.backbone import Backbone
+
+#: the `extras` key deep prompts travel under: [P, n_layers, L, d] per prompt, [rows, n_layers, L, d] per row
+DEEP_PROMPT = "deep_prompt"
+
+_active: "weakref.WeakSet[Backbone]" = weakref.WeakSet()
+
+
+def num_layers(backbone: Backbone) -> int:
+    return len(backbone.transformer_layers())
+
+
+def _adder(backbone: Backbone, layer: int) -> Callable:
+    def hook(module, args, kwargs):
+        context = backbone.row_context
+        if context is None or DEEP_PROMPT not in context.extras:
+            return None
+        positional = len(args) > 0
+        hidden: Tensor = args[0] if positional else kwargs["hidden_states"]
+        deep = context.extras[DEEP_PROMPT]
+        if deep.shape[0] != hidden.shape[0] or deep.shape[2] != context.prompt_len:
+            raise ValueError(f"deep prompts for {deep.shape[0]} rows of {deep.shape[2]} tokens, but layer {layer} "
+                             f"got {hidden.shape[0]} rows with a {context.prompt_len}-token prompt")
+        start, stop = context.prompt_offset, context.prompt_offset + context.prompt_len
+        prompt = deep[:, layer].to(device=hidden.device, dtype=hidden.dtype)
+        # out of place, so gradients (if any) and the caller's tensors stay intact
+        hidden = torch.cat([hidden[:, :start], hidden[:, start:stop] + prompt, hidden[:, stop:]], dim=1)
+        if positional:
+            return (hidden, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": hidden}
+
+    return hook
+
+
+@contextmanager
+def deep_prompt_hooks(backbone: Backbone) -> Iterator[None]:
+    """Within the block, forwards of `backbone` add `extras[DEEP_PROMPT]` to every layer's input.
+
+    Re-entrant: a nested use on the same backbone installs nothing more (the prompt is added once).
+    """
+    if backbone in _active:
+        yield
+        return
+    handles = [layer.register_forward_pre_hook(_adder(backbone, i), with_kwargs=True)
+               for i, layer in enumerate(backbone.transformer_layers())]
+    _active.add(backbone)
+    try:
+        yield
+    finally:
+        _active.discard(backbone)
+        for handle in handles:
+            handle.remove()
+
+
+@contextmanager
+def layer_inputs(backbone: Backbone) -> Iterator[list[list[Tensor]]]:
+    """Record the hidden states entering each transformer layer during the block: [layer][forward] -> [N, T, d]."""
+    recorded: list[list[Tensor]] = [[] for _ in backbone.transformer_layers()]
+
+    def recorder(layer: int):
+        def hook(module, args, kwargs):
+            recorded[layer].append((args[0] if args else kwargs["hidden_states"]).detach())
+
+        return hook
+
+    handles = [layer.register_forward_pre_hook(recorder(i), with_kwargs=True)
+               for i, layer in enumerate(backbone.transformer_layers())]
+    try:
+        yield recorded
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def clipped_std(values: Tensor, rounds: int = 5, width: float = 3.0) -> float:
+    """Std of `values` after `rounds` rounds of clipping to mean +- width * std (deepbbt.py's outlier
+    clipping of hidden states before it sizes a layer's random projection)."""
+    values = values.double().flatten()
+    for _ in range(rounds):
+        mean, std = values.mean(), values.std(unbiased=False)
+        values = values.clamp(float(mean - width * std), float(mean + width * std))
+    return float(values.std(unbiased=False))
