@@ -19,3 +19,7 @@ class ModelError(PromptBenchError):
 
 class BudgetExhausted(PromptBenchError):
     """A black-box method asked for more API calls than its budget allows."""
+
+
+class RunBusy(PromptBenchError):
+    """Another process is running the same run folder (same config hash) right now."""

@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from prompt_bench import __version__
 from prompt_bench.artifacts import save_tensors
 from prompt_bench.batching import encode_split
 from prompt_bench.checkpoint import Checkpoint
-from prompt_bench.errors import ConfigError, DataError
+from prompt_bench.errors import ConfigError, DataError, RunBusy
 from prompt_bench.evaluation import score_split
 from prompt_bench.methods.base import FitContext, Method, Solution
 from prompt_bench.methods.blackbox import BlackBoxAPI
@@ -167,6 +168,22 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     folder = RunFolder(run_dir)
     folder.path.mkdir(parents=True, exist_ok=True)
     if folder.finished:
+        results = json.loads(folder.results.read_text())
+        print_summary(results, folder.path, skipped=True)
+        return results
+    lock = FileLock(str(folder.path) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise RunBusy(f"run folder {folder.path} is being run by another process right now: let it finish") from None
+    try:
+        return _run_locked(cfg, the_plan, folder)
+    finally:
+        lock.release()
+
+
+def _run_locked(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, Any]:
+    if folder.finished:  # another process may have finished it while we waited for nothing
         results = json.loads(folder.results.read_text())
         print_summary(results, folder.path, skipped=True)
         return results

@@ -139,3 +139,15 @@ def test_bbt_runs_with_any_derivative_free_optimizer(mirror, tmp_path, optimizer
     results = experiment.run(make(mirror, *overrides), tmp_path / "run")
     assert results["budget_used"] == 20
     assert json.loads((tmp_path / "run" / "results.json").read_text())["budget_used"] == 20
+
+
+def test_a_run_folder_being_run_by_another_process_is_refused(mirror, tmp_path):
+    from filelock import FileLock
+
+    from prompt_bench.errors import RunBusy
+
+    cfg = make(mirror, "method=manual", "task=sst2")
+    with FileLock(str(tmp_path / "run") + ".lock"):
+        with pytest.raises(RunBusy, match="another process"):
+            experiment.run(cfg, tmp_path / "run")
+    assert experiment.run(cfg, tmp_path / "run")["method"] == "manual"
