@@ -224,13 +224,18 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
     test = encode_split(data.test, task, backbone, the_plan.prompt_len)
     eval_batch = int(cfg.compute.eval_batch_size)
 
-    def dev_score(scorer) -> dict[str, float]:
-        was_training = backbone.model.training
-        backbone.model.eval()
-        try:
-            return score_split(scorer, dev, task.metric, eval_batch)
-        finally:
-            backbone.model.train(was_training)
+    def split_score(split):
+        def score(scorer) -> dict[str, float]:
+            was_training = backbone.model.training
+            backbone.model.eval()
+            try:
+                return score_split(scorer, split, task.metric, eval_batch)
+            finally:
+                backbone.model.train(was_training)
+
+        return score
+
+    dev_score = split_score(dev)
 
     tracker = Tracker(
         folder.path, OmegaConf.to_container(cfg.logger, resolve=True), config,
@@ -244,6 +249,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), seed=int(cfg.seed), tracker=tracker,
         checkpoint=checkpoint, dev_score=dev_score, primary_metric=metrics.primary(task.metric),
         progress=bool(cfg.run.progress), run_dir=folder.path,
+        test_score=split_score(test) if cfg.run.get("track_test") else None,
     )
     if the_plan.method_cls.access == "black_box":
         ctx.blackbox = BlackBoxAPI(backbone, train, budget=int(method_cfg["budget"]))

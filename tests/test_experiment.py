@@ -151,3 +151,14 @@ def test_a_run_folder_being_run_by_another_process_is_refused(mirror, tmp_path):
         with pytest.raises(RunBusy, match="another process"):
             experiment.run(cfg, tmp_path / "run")
     assert experiment.run(cfg, tmp_path / "run")["method"] == "manual"
+
+
+@pytest.mark.parametrize("method", ["bbt", "prompt_tuning"])
+def test_tracking_test_gives_a_curve_that_ends_at_the_reported_test_score(mirror, tmp_path, method):
+    overrides = SMALL_BBT if method == "bbt" else [
+        "method=prompt_tuning", "method.n_prompt_tokens=4", "method.max_steps=6", "method.eval_every=2",
+        "method.batch_size=4"]
+    results = experiment.run(make(mirror, *overrides, "task=sst2", "run.track_test=true"), tmp_path / "run")
+    curve = [r for r in read_metrics(tmp_path / "run") if "test/accuracy" in r and "dev/accuracy" in r]
+    assert len(curve) >= 3
+    assert curve[-1]["test/accuracy"] == results["test"]["accuracy"]

@@ -28,6 +28,7 @@ class FitContext:
     checkpoint: Checkpoint
     dev_score: Callable[[Callable[[EncodedBatch], Tensor]], dict[str, float]]  # score fn -> dev metrics
     primary_metric: str
+    test_score: Callable[[Callable[[EncodedBatch], Tensor]], dict[str, float]] | None = None  # run.track_test only
     run_dir: Path | None = None  # for methods that write more than a prompt (e.g. tuned weights)
     progress: bool = True
     backbone: Backbone | None = None  # white-box methods only

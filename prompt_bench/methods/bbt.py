@@ -111,6 +111,7 @@ class _SearchState:
         self.best_dev = -float("inf")
         self.best_calls = 0
         self.generations_since_save = 0
+        self.test_of_best: float | None = None
 
     @classmethod
     def resume(cls, ctx, search, encode: Encoder, api) -> "_SearchState":
@@ -161,14 +162,23 @@ class _SearchState:
         for name, z in (("recommended", self.search.recommend()), ("best_train", self.best_train_z)):
             if z is None:
                 continue
-            prompts, extra = self.encode(torch.from_numpy(z)[None])
-            extra = {k: v[0] for k, v in extra.items()}
-            score = self.ctx.dev_score(lambda batch: self.dev_logits(batch, prompts[0], extra))[metric]
+            score = self.ctx.dev_score(self._scorer(z))[metric]
             record[f"dev/{metric}_{name}"] = score
             if score > self.best_dev:
                 self.best_dev, self.best_z, self.best_calls = score, np.array(z, copy=True), self.api.calls
+                self.test_of_best = None
         record[f"dev/{metric}"] = self.best_dev  # the selected prompt's dev score so far
+        if self.ctx.test_score is not None:
+            # For budget curves only (run.track_test): the selected prompt's test score, never used to select.
+            if self.test_of_best is None:
+                self.test_of_best = self.ctx.test_score(self._scorer(self.best_z))[metric]
+            record[f"test/{metric}"] = self.test_of_best
         self.ctx.tracker.log(record, step=self.api.calls)
+
+    def _scorer(self, z: np.ndarray):
+        prompts, extra = self.encode(torch.from_numpy(np.asarray(z))[None])
+        extra = {k: v[0] for k, v in extra.items()}
+        return lambda batch: self.dev_logits(batch, prompts[0], extra)
 
     def save(self, every: int) -> None:
         if self.generations_since_save < every and self.api.remaining >= self.calls_per_candidate:

@@ -50,14 +50,29 @@ def train(
         torch.set_rng_state(tensors["rng"])
         step, best = int(meta["step"]), dict(meta["best"])
 
+    test_of_best: float | None = None
+
     def evaluate(at: int) -> None:
-        nonlocal best, best_params
+        nonlocal best, best_params, test_of_best
         scores = ctx.dev_score(scorer)
         score = scores[ctx.primary_metric]
-        ctx.tracker.log({f"dev/{k}": v for k, v in scores.items()}, step=at)
+        record = {f"dev/{k}": v for k, v in scores.items()}
         if score > best["score"]:
             best = {"score": score, "step": at}
             best_params = {k: v.detach().clone() for k, v in params.items()}
+            test_of_best = None
+        if ctx.test_score is not None:
+            # For curves only (run.track_test): the test score of the best-on-dev parameters so far.
+            if test_of_best is None:
+                with torch.no_grad():
+                    saved = {k: v.detach().clone() for k, v in params.items()}
+                    for k, v in params.items():
+                        v.copy_(best_params[k])
+                    test_of_best = ctx.test_score(scorer)[ctx.primary_metric]
+                    for k, v in params.items():
+                        v.copy_(saved[k])
+            record[f"test/{ctx.primary_metric}"] = test_of_best
+        ctx.tracker.log(record, step=at)
 
     if step == 0:
         evaluate(0)
