@@ -7,9 +7,8 @@ text stops at the mask), and long inputs lose words from their longest field, ne
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
 
 from prompt_bench.models.backbone import Backbone, EncodedBatch
@@ -51,16 +50,6 @@ class EncodedSplit:
             target_pos=torch.tensor([self.target[i] for i in index], device=self.device),
             labels=torch.tensor([self.labels[i] for i in index], device=self.device),
         )
-
-    def batches(self, batch_size: int, shuffle_seed: int | None = None) -> Iterator[EncodedBatch]:
-        order = np.arange(len(self.ids))
-        if shuffle_seed is not None:
-            order = np.random.RandomState(shuffle_seed).permutation(len(self.ids))
-        else:
-            # Sorting by length keeps padding low for evaluation, where order does not matter.
-            order = sorted(order, key=lambda i: len(self.ids[i]))
-        for start in range(0, len(order), batch_size):
-            yield self.batch([int(i) for i in order[start : start + batch_size]])
 
 
 def encode_split(examples: Sequence[Example], task: TaskSpec, backbone: Backbone, prompt_len: int = 0) -> EncodedSplit:

@@ -183,7 +183,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def _run_locked(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, Any]:
-    if folder.finished:  # another process may have finished it while we waited for nothing
+    if folder.finished:  # another process may have finished it between our first look and the lock
         results = json.loads(folder.results.read_text())
         print_summary(results, folder.path, skipped=True)
         return results

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-import torch
 from torch import Tensor
 
 from prompt_bench.batching import EncodedSplit

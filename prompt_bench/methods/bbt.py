@@ -80,7 +80,7 @@ def run_search(ctx: FitContext, state: "_SearchState") -> "_SearchState":
         prompts, extra = state.encode(torch.from_numpy(z))
         losses, accuracy = state.candidate_losses(prompts, extra)
         search.tell(losses.tolist())
-        state.record(z, losses, accuracy)
+        state.record(z, losses)
         bar.update(len(z) * cost)
         ctx.tracker.log({"train/loss": float(losses.min()), "train/accuracy": float(accuracy.max())}, step=api.calls)
         if api.calls >= next_eval or api.remaining < cost:
@@ -147,7 +147,7 @@ class _SearchState:
         """[B, C] logits of one candidate on a dev batch (free: dev selection is not billed)."""
         return self.api.score(batch, prompt, **extra)
 
-    def record(self, z: np.ndarray, losses: Tensor, accuracy: Tensor) -> None:
+    def record(self, z: np.ndarray, losses: Tensor) -> None:
         self.losses.append([float(x) for x in losses])
         i = int(losses.argmin())
         if float(losses[i]) < self.best_train_loss:

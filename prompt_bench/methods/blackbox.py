@@ -29,6 +29,7 @@ class BlackBoxAPI:
         self.budget = budget
         self.calls = calls
         self.eval_calls = 0
+        self._layer_std: list[float] | None = None
 
     # Public facts a prompt-tuning service would publish (BBT scales its projection by them).
     @property
@@ -55,7 +56,7 @@ class BlackBoxAPI:
         tokens only: examples are forwarded in groups of equal length, so no padding is counted; at most
         the first 256 training examples. Outliers are clipped as deepbbt.py does (5 rounds at +-3 std).
         """
-        if getattr(self, "_layer_std", None) is None:
+        if self._layer_std is None:
             lengths = self._train.attention_mask.sum(1)
             keep = torch.arange(len(lengths), device=lengths.device)[:256]
             with torch.no_grad(), layer_inputs(self._backbone) as recorded:

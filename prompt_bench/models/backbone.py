@@ -80,8 +80,6 @@ class Backbone:
     def mask_token(self) -> str | None:
         return self.tokenizer.mask_token
 
-    def num_special_tokens(self) -> int:
-        return len(self.tokenizer.build_inputs_with_special_tokens([]))
 
     def word_ids(self, word: str) -> list[int]:
         """Token ids of `word` as it appears after a space (what a verbalizer slot predicts)."""
@@ -198,10 +196,3 @@ class Backbone:
 
     def _gather(self, hidden: Tensor, target: Tensor) -> Tensor:
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), target]
-
-    def pooled(self, batch: EncodedBatch) -> Tensor:
-        """Mean of the last hidden states over real tokens [B, d] (for selectors and clustering)."""
-        hidden = self.model.base_model(inputs_embeds=self.word_embeddings(batch.input_ids), attention_mask=batch.attention_mask)
-        states = hidden.last_hidden_state if hasattr(hidden, "last_hidden_state") else hidden[0]
-        weights = batch.attention_mask.unsqueeze(-1).to(states.dtype)
-        return (states * weights).sum(1) / weights.sum(1).clamp(min=1)

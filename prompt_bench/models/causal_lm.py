@@ -17,9 +17,6 @@ class CausalLMBackbone(Backbone):
             ids = ids[:-1]  # some tokenizers append EOS; the label must follow the text itself
         return ids, len(ids) - 1
 
-    def num_special_tokens(self) -> int:
-        return len(self.tokenizer("", add_special_tokens=True).input_ids)
-
     def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_len: int) -> Tensor:
         # Right padding: real tokens keep positions 0..n-1 and never attend to the pads after them.
         hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state

@@ -28,10 +28,6 @@ DEEP_PROMPT = "deep_prompt"
 _active: "weakref.WeakSet[Backbone]" = weakref.WeakSet()
 
 
-def num_layers(backbone: Backbone) -> int:
-    return len(backbone.transformer_layers())
-
-
 def _adder(backbone: Backbone, layer: int) -> Callable:
     def hook(module, args, kwargs):
         context = backbone.row_context

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from prompt_bench.models.backbone import Backbone, EncodedBatch
+from prompt_bench.models.backbone import Backbone
 
 
 class Seq2SeqBackbone(Backbone):
@@ -23,8 +23,3 @@ class Seq2SeqBackbone(Backbone):
         start = torch.full((embeds.shape[0], 1), self.model.config.decoder_start_token_id, device=embeds.device)
         logits = self.model(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=start).logits
         return logits[:, 0, self.label_ids]
-
-    def pooled(self, batch: EncodedBatch) -> Tensor:
-        states = self.model.get_encoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
-        weights = batch.attention_mask.unsqueeze(-1).to(states.dtype)
-        return (states * weights).sum(1) / weights.sum(1).clamp(min=1)
