@@ -7,6 +7,7 @@ out of the model's hidden states; inserting the prompts, population batching and
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -54,6 +55,8 @@ class Backbone:
         self.device = device
         self.max_tokens_per_forward = max_tokens_per_forward
         self.label_ids: Tensor | None = None
+        #: a trainable classification head over `_features` (P-tuning v2's linear head); None: the verbalizer
+        self.head: torch.nn.Module | None = None
         #: set only while a forward runs; methods' hooks (deep prompts, dropout masks) read it
         self.row_context: RowContext | None = None
 
@@ -144,8 +147,12 @@ class Backbone:
                     {k: v[chunk].repeat_interleave(len(index), dim=0) for k, v in (extras or {}).items()},
                     self.prompt_offset, prompt_len,
                 )
+                prompt_mask = None
+                if prompt_len:
+                    prompt_mask = torch.zeros(rows[1].shape, dtype=torch.bool, device=rows[1].device)
+                    prompt_mask[:, self.prompt_offset : self.prompt_offset + prompt_len] = True
                 try:
-                    scores = self._class_scores(*rows, prompt_len)
+                    scores = self._class_scores(*rows, prompt_mask)
                 finally:
                     self.row_context = None
                 parts.append(scores.view(chunk.stop - chunk.start, len(index), -1))
@@ -190,9 +197,55 @@ class Backbone:
         shifted = torch.where(target >= cut, target + prompt_len, target)
         return rows_embeds, rows_mask, shifted.repeat(n_prompts)
 
-    def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_len: int) -> Tensor:
-        """[N, C] class logits for N prompted sequences."""
+    def row_logits(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None = None,
+                   extras: dict[str, Tensor] | None = None) -> Tensor:
+        """Class logits [N, C] for N rows a method assembled itself (input embeddings with prompts already
+        in place, e.g. Dynamic Prompting's per-instance arrangement); `extras` are per row."""
+        self.row_context = RowContext(dict(extras or {}), 0, 0)
+        try:
+            return self._class_scores(embeds.to(self.dtype), mask, target, prompt_mask)
+        finally:
+            self.row_context = None
+
+    def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
+        """[N, C] class logits for N prompted sequences; `prompt_mask` [N, T] marks soft-prompt positions."""
+        features = self._features(embeds, mask, target, prompt_mask)
+        if self.head is not None:
+            return self.head(features.to(next(self.head.parameters()).dtype))
+        return self._verbalize(features)
+
+    def _features(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
+        """[N, d]: the hidden state the family reads its label from."""
         raise NotImplementedError
+
+    def _verbalize(self, features: Tensor) -> Tensor:
+        """[N, C]: the label words' scores given `_features`."""
+        raise NotImplementedError
+
+    @contextmanager
+    def using_head(self, head: torch.nn.Module | None):
+        """Within the block, class scores come from `head` over `_features` instead of the verbalizer."""
+        before, self.head = self.head, head
+        try:
+            yield
+        finally:
+            self.head = before
+
+    def encoder_stack(self) -> torch.nn.Module:
+        """The module whose last hidden state represents the input (the encoder, for seq2seq)."""
+        return self.model.get_encoder() if self.family == "seq2seq" else self.model.base_model
+
+    @torch.no_grad()
+    def pooled(self, batch: EncodedBatch) -> Tensor:
+        """[B, d]: the frozen model's mean last hidden state over each input's real tokens, no prompt."""
+        states = self.encoder_stack()(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        weights = batch.attention_mask.unsqueeze(-1).to(states.dtype)
+        return ((states * weights).sum(1) / weights.sum(1).clamp(min=1)).float()
+
+    def probe_forward(self) -> None:
+        """One tiny forward through the whole scoring path (used to discover what the model calls)."""
+        ids = torch.tensor([[self.tokenizer.cls_token_id or self.tokenizer.bos_token_id or 0, 1, 2]], device=self.device)
+        self._features(self.word_embeddings(ids), torch.ones_like(ids), torch.tensor([1], device=self.device), None)
 
     def _gather(self, hidden: Tensor, target: Tensor) -> Tensor:
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), target]

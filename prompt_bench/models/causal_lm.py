@@ -17,8 +17,10 @@ class CausalLMBackbone(Backbone):
             ids = ids[:-1]  # some tokenizers append EOS; the label must follow the text itself
         return ids, len(ids) - 1
 
-    def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_len: int) -> Tensor:
+    def _features(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
         # Right padding: real tokens keep positions 0..n-1 and never attend to the pads after them.
         hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        last = self._gather(hidden, target)
-        return self.model.get_output_embeddings()(last)[:, self.label_ids]
+        return self._gather(hidden, target)
+
+    def _verbalize(self, features: Tensor) -> Tensor:
+        return self.model.get_output_embeddings()(features)[:, self.label_ids]

@@ -19,6 +19,9 @@ class MaskedLMBackbone(Backbone):
         # The MLM head runs only at the mask position: a full [N, T, V] vocabulary projection would
         # dominate time and memory for RoBERTa's 50k-word vocabulary.
         self._head = next((getattr(self.model, n) for n in ("lm_head", "cls", "generator_lm_head") if hasattr(self.model, n)), None)
+        if self._head is None:
+            raise ModelError(f"model '{self.spec.name}' ({type(self.model).__name__}) has no MLM head we know "
+                             "(lm_head, cls, generator_lm_head): set model.family to the family it belongs to")
 
     def _target_index(self, ids: list[int]) -> int:
         try:
@@ -26,10 +29,9 @@ class MaskedLMBackbone(Backbone):
         except ValueError:
             raise ModelError("a templated input lost its mask token (truncated?); raise task.max_length") from None
 
-    def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_len: int) -> Tensor:
-        if self._head is None:
-            logits = self.model(inputs_embeds=embeds, attention_mask=mask).logits
-            return self._gather(logits, target)[:, self.label_ids]
+    def _features(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
         hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
-        at_mask = self._gather(hidden, target).unsqueeze(1)
-        return self._head(at_mask)[:, 0, self.label_ids]
+        return self._gather(hidden, target)
+
+    def _verbalize(self, features: Tensor) -> Tensor:
+        return self._head(features.unsqueeze(1))[:, 0, self.label_ids]

@@ -26,14 +26,15 @@ class SentenceEncoderBackbone(Backbone):
         self.label_embeddings = F.normalize(pooled, dim=-1)
         self.label_ids = torch.arange(len(words), device=self.device)
 
-    def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_len: int) -> Tensor:
+    def _features(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
         states = self.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         weights = mask.to(states.dtype)
-        if prompt_len and not self.spec.pool_prompt:
+        if prompt_mask is not None and not self.spec.pool_prompt:
             # Pool the input's own tokens: the prompt then acts only through attention, as it does on an
             # LM, instead of adding a learnable constant to the pooled vector.
-            weights = weights.clone()
-            weights[:, self.prompt_offset : self.prompt_offset + prompt_len] = 0
+            weights = weights.masked_fill(prompt_mask, 0)
         weights = weights.unsqueeze(-1)
-        pooled = F.normalize((states * weights).sum(1) / weights.sum(1).clamp(min=1), dim=-1)
-        return self.spec.similarity_scale * pooled @ self.label_embeddings.to(pooled.dtype).T
+        return F.normalize((states * weights).sum(1) / weights.sum(1).clamp(min=1), dim=-1)
+
+    def _verbalize(self, features: Tensor) -> Tensor:
+        return self.spec.similarity_scale * features @ self.label_embeddings.to(features.dtype).T

@@ -19,7 +19,14 @@ class Seq2SeqBackbone(Backbone):
     def max_positions(self) -> int:
         return 512  # T5 has relative positions; 512 is what it was trained with
 
-    def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_len: int) -> Tensor:
+    def _features(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
+        encoded = self.model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         start = torch.full((embeds.shape[0], 1), self.model.config.decoder_start_token_id, device=embeds.device)
-        logits = self.model(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=start).logits
-        return logits[:, 0, self.label_ids]
+        decoded = self.model.get_decoder()(input_ids=start, encoder_hidden_states=encoded, encoder_attention_mask=mask)
+        return decoded.last_hidden_state[:, 0]
+
+    def _verbalize(self, features: Tensor) -> Tensor:
+        config = self.model.config
+        if hasattr(self.model, "model_dim") and getattr(config, "scale_decoder_outputs", config.tie_word_embeddings):
+            features = features * self.model.model_dim ** -0.5  # T5 rescales before its (tied) LM head
+        return self.model.get_output_embeddings()(features)[:, self.label_ids]
