@@ -44,6 +44,14 @@ _OPTIMIZER_FOR_ACCESS = {
     "black_box": ("dfo", "optimizer=cma (or another derivative-free optimizer)"),
 }
 
+#: the settings `load_data` knows how to split (one conf/setting/<name>.yaml each); the first two are few-shot
+SETTINGS = ("few_shot", "fewglue", "full_data")
+_FEW_SHOT_SETTINGS = ("few_shot", "fewglue")
+
+
+def _unknown_setting(name: str) -> ConfigError:
+    return ConfigError(f"unknown setting '{name}': use setting={', setting='.join(SETTINGS)}")
+
 
 @dataclass
 class Plan:
@@ -78,14 +86,21 @@ def plan(cfg: DictConfig) -> Plan:
             )
     task.template_for(model.family)
     method_cls.check(method_cfg)
-    if method_cls.access == "black_box" and cfg.setting.name != "few_shot":
+    setting = str(cfg.setting.name)
+    if setting not in SETTINGS:
+        raise _unknown_setting(setting)
+    if method_cls.access == "black_box" and setting not in _FEW_SHOT_SETTINGS:
         # Every API call scores the whole train set, which is only affordable for few-shot splits.
         raise ConfigError(
             f"method={cfg.method.name} scores every candidate on the whole train set, so it needs setting=few_shot "
-            f"(got setting={cfg.setting.name})"
+            f"or setting=fewglue (got setting={setting})"
         )
-    if cfg.setting.name == "few_shot" and int(cfg.setting.k) <= 0:
+    if setting == "few_shot" and int(cfg.setting.k) <= 0:
         raise ConfigError(f"setting.k must be a positive number of examples per class, got {cfg.setting.k}")
+    if setting == "fewglue":
+        for key in ("n_train", "n_dev"):
+            if int(cfg.setting[key]) <= 0:
+                raise ConfigError(f"setting.{key} must be a positive number of examples in total, got {cfg.setting[key]}")
     return Plan(task=task, model=model, method_cls=method_cls, prompt_len=method_cls.prompt_length(method_cfg))
 
 
@@ -102,17 +117,33 @@ def load_data(cfg: DictConfig, task: TaskSpec) -> Data:
     root = loading.mirror_root(cfg.data.mirror)
     pool = loading.load_split(task, "train", root)
     test = loading.load_split(task, "test", root)
+    dev_pool = None
+    setting, seed = str(cfg.setting.name), int(cfg.seed)
     try:
-        if cfg.setting.name == "few_shot":
-            train, dev = sampling.few_shot(pool.examples, int(cfg.setting.k), int(cfg.seed), task.num_classes)
-        else:
+        if setting == "few_shot":
+            train, dev = sampling.few_shot(pool.examples, int(cfg.setting.k), seed, task.num_classes)
+        elif setting == "fewglue":
+            n_train, n_dev = int(cfg.setting.n_train), int(cfg.setting.n_dev)
+            dev_pool = loading.load_dev_pool(task, root)
+            if dev_pool is None:
+                train, dev = sampling.fixed_total(pool.examples, n_train, n_dev, seed, task.num_classes)
+            else:
+                # A fixed train set (boolq: the FewGLUE 32) is all train; dev comes from the pool held out of test.
+                train, _ = sampling.fixed_total(pool.examples, n_train, 0, seed, task.num_classes)
+                _, dev = sampling.fixed_total(dev_pool.examples, 0, n_dev, seed, task.num_classes)
+        elif setting == "full_data":
             train, dev = sampling.full_data(
-                pool.examples, int(cfg.seed), float(cfg.setting.dev_fraction), int(cfg.setting.max_dev)
+                pool.examples, seed, float(cfg.setting.dev_fraction), int(cfg.setting.max_dev)
             )
+        else:
+            raise _unknown_setting(setting)
     except DataError as err:
         raise DataError(f"task {task.name}: {err}") from None
-    notes = [n for n in (pool.note, test.note) if n]
-    return Data(train, dev, test.examples, list(dict.fromkeys(notes)), {"train": pool.source, "test": test.source})
+    notes = [n for n in (pool.note, test.note, dev_pool and dev_pool.note) if n]
+    sources = {"train": pool.source, "test": test.source}
+    if dev_pool is not None:
+        sources["dev"] = dev_pool.source
+    return Data(train, dev, test.examples, list(dict.fromkeys(notes)), sources)
 
 
 def _peak_memory_mb(device: torch.device) -> float:

@@ -4,6 +4,13 @@ The mirror keeps each data set in its released layout (see shared/data/SOURCES.m
 reader per layout and everything task-specific (columns, label values, which file is which split)
 comes from the task YAML. Where the mirror lacks a split, `mirror.substitute` in the YAML says what
 stands in for it, and the substitution is reported in `LoadedSplit.note` so a run summary can say so.
+
+Substitute kinds:
+  fixed_train             the train file is not the official train split (e.g. a released few-shot subset)
+  train_from_other_split  the train pool is another official split (e.g. SNLI dev)
+  pool_from_test          one labelled file, split once (seed 0, pool_size) into a train pool and the test set
+  dev_from_test           the test file is split once (seed 0, pool_size) into a fixed dev pool and the test
+                          set, for settings that draw dev from outside a fixed train set (`load_dev_pool`)
 """
 
 from __future__ import annotations
@@ -23,13 +30,13 @@ from prompt_bench.tasks.spec import Example, TaskSpec
 
 SPLITS = ("train", "test")
 FORMATS = ("glue_tsv", "superglue_jsonl", "multirc_jsonl", "ag_news_csv", "snli_lines")
-SUBSTITUTES = ("fixed_train", "pool_from_test", "train_from_other_split")
+SUBSTITUTES = ("fixed_train", "pool_from_test", "train_from_other_split", "dev_from_test")
 ENV_VAR = "PROMPT_BENCH_DATA"
 
 # The char-CNN AG News csv has no header; these are the column names a task YAML refers to.
 _AG_NEWS_COLUMNS = ("class", "title", "description")
-# One pool permutation for every run: the train/test partition must not move with the run seed,
-# otherwise test examples of one run would be training examples of another.
+# One pool permutation for every run: the train/test (or dev/test) partition must not move with the run
+# seed, otherwise test examples of one run would be training or dev examples of another.
 _POOL_SEED = 0
 
 
@@ -72,6 +79,17 @@ def load_split(spec: TaskSpec, split: str, root: Path | None) -> LoadedSplit:
     return _load_mirror(spec, split, Path(root))
 
 
+def load_dev_pool(spec: TaskSpec, root: Path | None) -> LoadedSplit | None:
+    """The fixed dev pool a `dev_from_test` substitute carves out of the test file, or None.
+
+    None means the task has no such pool (or is read from the hub): a setting then draws dev from train.
+    The pool is the same for every run seed and setting, and the test split never contains it.
+    """
+    if root is None or dict(spec.mirror.substitute).get("kind") != "dev_from_test":
+        return None
+    return _load_mirror(spec, "dev", Path(root))
+
+
 # ---------------------------------------------------------------------------------------------
 # mirror
 
@@ -80,15 +98,18 @@ def _load_mirror(spec: TaskSpec, split: str, root: Path) -> LoadedSplit:
     m = spec.mirror
     if m.format not in FORMATS:
         raise ConfigError(f"task '{spec.name}': unknown mirror.format '{m.format}'; use one of {', '.join(FORMATS)}")
-    if split not in m.files:
-        raise ConfigError(f"task '{spec.name}': mirror.files has no '{split}' entry; give files: {{train: ..., test: ...}}")
-    path = root / m.dir / m.files[split]
+    file_key = "test" if split == "dev" else split  # a dev pool (dev_from_test) lives in the test file
+    if file_key not in m.files:
+        raise ConfigError(f"task '{spec.name}': mirror.files has no '{file_key}' entry; give files: {{train: ..., test: ...}}")
+    path = root / m.dir / m.files[file_key]
     examples, source = _read(spec, path)
     if not examples:
-        raise DataError(f"{source}: no examples in the file; check mirror.files.{split} in task '{spec.name}'")
+        raise DataError(f"{source}: no examples in the file; check mirror.files.{file_key} in task '{spec.name}'")
 
     sub = dict(m.substitute)
     kind = sub.get("kind")
+    if split == "dev" and kind != "dev_from_test":
+        raise ConfigError(f"task '{spec.name}': only mirror.substitute.kind dev_from_test gives a dev pool (kind is {kind})")
     if kind is None:
         return LoadedSplit(list(examples), source)
     if kind not in SUBSTITUTES:
@@ -97,31 +118,41 @@ def _load_mirror(spec: TaskSpec, split: str, root: Path) -> LoadedSplit:
         )
     note = str(sub.get("note") or f"{split} split substituted ({kind})")
     if kind == "pool_from_test":
-        return LoadedSplit(_pool_partition(spec, examples, sub, split, source), source, note)
+        if m.files.get("train") != m.files.get("test"):
+            raise ConfigError(
+                f"task '{spec.name}': substitute pool_from_test splits one file into train pool and test, "
+                f"so mirror.files.train and mirror.files.test must name the same file"
+            )
+        return LoadedSplit(_pool_partition(spec, examples, sub, split == "train", source), source, note)
+    if kind == "dev_from_test":
+        if m.files.get("train") == m.files.get("test"):
+            raise ConfigError(
+                f"task '{spec.name}': substitute dev_from_test carves a dev pool out of the test file, so "
+                f"mirror.files.train must name another file (otherwise train would overlap dev and test)"
+            )
+        if split == "train":
+            return LoadedSplit(list(examples), source, note)
+        return LoadedSplit(_pool_partition(spec, examples, sub, split == "dev", source), source, note)
     # fixed_train and train_from_other_split only change where train comes from; test is official.
     return LoadedSplit(list(examples), source, note if split == "train" else None)
 
 
 def _pool_partition(
-    spec: TaskSpec, examples: tuple[Example, ...], sub: Mapping[str, Any], split: str, source: str
+    spec: TaskSpec, examples: tuple[Example, ...], sub: Mapping[str, Any], pool: bool, source: str
 ) -> list[Example]:
-    m = spec.mirror
-    if m.files.get("train") != m.files.get("test"):
-        raise ConfigError(
-            f"task '{spec.name}': substitute pool_from_test splits one file into train pool and test, "
-            f"so mirror.files.train and mirror.files.test must name the same file"
-        )
+    """The pool part (pool=True) or the rest of a file split once by the fixed seed-0 permutation."""
+    kind = sub.get("kind")
     try:
         pool_size = int(sub["pool_size"])
     except (KeyError, TypeError, ValueError):
-        raise ConfigError(f"task '{spec.name}': substitute pool_from_test needs an integer pool_size") from None
+        raise ConfigError(f"task '{spec.name}': substitute {kind} needs an integer pool_size") from None
     if not 0 < pool_size < len(examples):
         raise ConfigError(
             f"task '{spec.name}': pool_size={pool_size} must be between 1 and {len(examples) - 1} "
             f"({source} has {len(examples)} examples)"
         )
     order = np.random.RandomState(_POOL_SEED).permutation(len(examples))
-    chosen = order[:pool_size] if split == "train" else order[pool_size:]
+    chosen = order[:pool_size] if pool else order[pool_size:]
     # File order within each part keeps the test set easy to diff against the source file.
     return [examples[i] for i in sorted(chosen.tolist())]
 
