@@ -33,8 +33,13 @@ def train(
     max_steps: int,
     batch_size: int,
     eval_every: int,
+    train_scorer: Callable[[EncodedBatch, int], Tensor] | None = None,
 ) -> tuple[dict[str, Tensor], dict]:
-    """Train `params` (leaf tensors with requires_grad) and return the best-on-dev copy and a summary."""
+    """Train `params` (leaf tensors with requires_grad) and return the best-on-dev copy and a summary.
+
+    `train_scorer(batch, step)`, if given, scores training batches instead of `scorer` (for methods whose
+    training forward differs from evaluation, e.g. sampled Gumbel choices at a step-dependent temperature).
+    """
     optimizer = torch_optim.build(ctx.optimizer, list(params.values()))
     best = {"score": -float("inf"), "step": 0}
     best_params = {k: v.detach().clone() for k, v in params.items()}
@@ -80,7 +85,8 @@ def train(
     while step < max_steps:
         index = _batch_order(len(ctx.train), batch_size, ctx.seed, step)
         batch = ctx.train.batch(index)
-        loss = F.cross_entropy(scorer(batch).float(), batch.labels)
+        logits = scorer(batch) if train_scorer is None else train_scorer(batch, step)
+        loss = F.cross_entropy(logits.float(), batch.labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
