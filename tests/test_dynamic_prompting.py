@@ -148,3 +148,16 @@ def test_deep_dynamic_prompting_runs_with_a_linear_head(mirror, tmp_path, tiny_m
 def test_deep_prompts_have_no_position_to_choose(mirror):
     with pytest.raises(ConfigError, match="dp.position=off"):
         experiment.plan(make(mirror, *TINY_DP, "method.base=deep"))
+
+
+def test_the_evaluation_shortcut_arranges_exactly_like_the_differentiable_path():
+    torch.manual_seed(0)
+    embeds, mask = torch.randn(3, 6, 4), torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 3 + [0] * 3])
+    logits = torch.randn(3, 4, requires_grad=True)
+    split = F.gumbel_softmax(logits, tau=1.0, hard=True)
+    choices = Choices(torch.randn(3, 3, 4), split=split, length=one_hot([3, 2, 1], 4))
+    with_grad = arrange(embeds, mask, torch.tensor([2, 2, 1]), choices, offset=1)
+    with torch.no_grad():
+        shortcut = arrange(embeds, mask, torch.tensor([2, 2, 1]), choices, offset=1)
+    for a, b in zip(with_grad, shortcut):
+        torch.testing.assert_close(a.detach(), b)

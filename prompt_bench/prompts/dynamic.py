@@ -123,13 +123,16 @@ def arrange(embeds: Tensor, mask: Tensor, target: Tensor, choices: Choices, offs
     splits = torch.arange(n_tokens + 1, device=device)
     t = torch.arange(out_len, device=device)
     index = _placement(t[None, None, :], splits[None, :, None], end[:, None, None], offset, n_tokens)  # [B, L+1, T+L]
-    weights = torch.zeros(batch, out_len * (width + n_tokens), device=device, dtype=source.dtype)
-    flat = (t[None, None, :] * (width + n_tokens) + index).reshape(batch, -1)
-    src = choices.split.to(source.dtype)[:, :, None].expand(-1, -1, out_len).reshape(batch, -1)
-    weights = weights.scatter_add(1, flat, src).view(batch, out_len, width + n_tokens)
-    arranged = weights @ source
     chosen = choices.split.detach().argmax(-1)  # [B]
     picked = index[torch.arange(batch, device=device), chosen]  # [B, T+L]
+    if torch.is_grad_enabled() and choices.split.requires_grad:
+        weights = torch.zeros(batch, out_len * (width + n_tokens), device=device, dtype=source.dtype)
+        flat = (t[None, None, :] * (width + n_tokens) + index).reshape(batch, -1)
+        src = choices.split.to(source.dtype)[:, :, None].expand(-1, -1, out_len).reshape(batch, -1)
+        weights = weights.scatter_add(1, flat, src).view(batch, out_len, width + n_tokens)
+        arranged = weights @ source
+    else:  # no selector gradient to carry (evaluation, or position off): the same rows by a plain gather
+        arranged = source.gather(1, picked.unsqueeze(-1).expand(-1, -1, dim))
     source_mask = torch.cat([(kept.detach() > 0.5).to(mask.dtype), mask], dim=1)
     new_mask = source_mask.gather(1, picked)
     prompt_mask = picked < n_tokens
