@@ -34,13 +34,70 @@ if not OmegaConf.has_resolver("pb_hash"):
     OmegaConf.register_new_resolver("pb_hash", config_hash)
 
 
+#: config groups a sweep may range over (`method=bbt,clip_tuning`)
+GROUPS = ("method", "model", "task", "optimizer", "setting", "logger")
+#: where the CLI tells each job which overrides it forced into a swept group (checked per job)
+FORCED_ENV = "PROMPT_BENCH_FORCED_KEYS"
+
+
+def force_keys_of_swept_groups(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(argv, forced keys). In a multirun that sweeps a group (`method=bbt,clip_tuning method.budget=720`),
+    Hydra checks the other overrides against the *default* composition before it expands the sweep
+    (hydra#2888), so `method.budget` fails when the default method has no budget. Such overrides of keys
+    inside a swept group become `++key=value`; each job then checks that its own group has the key, so a
+    misspelt key is still refused rather than silently added."""
+    if not any(arg in ("-m", "--multirun") for arg in argv):
+        return argv, []
+    swept = set()
+    for arg in argv:
+        key, eq, value = arg.partition("=")
+        if eq and key in GROUPS and ("," in value or value.startswith(("range(", "choice(", "glob("))):
+            swept.add(key)
+    out, forced = [], []
+    for arg in argv:
+        key, eq, _ = arg.partition("=")
+        if eq and key[:1].isalpha() and key.split(".")[0] in swept and "." in key:
+            out.append("++" + arg)
+            forced.append(key)
+        else:
+            out.append(arg)
+    return out, forced
+
+
+def check_forced_keys(cfg: DictConfig) -> None:
+    """Refuse a job whose swept group lacks a key the command line forced into it (see above)."""
+    from hydra import compose
+
+    from prompt_bench.errors import ConfigError
+
+    forced = [k for k in os.environ.get(FORCED_ENV, "").split(",") if k]
+    if not forced:
+        return
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("++")]
+    plain = compose(config_name="config", overrides=overrides)
+    missing = object()
+    for key in forced:
+        if OmegaConf.select(plain, key, default=missing) is missing:
+            group = key.split(".")[0]
+            raise ConfigError(f"{key} is not a setting of {group}={plain[group].get('name', '?')}: check its spelling "
+                              f"(conf/{group}/*.yaml lists the keys)")
+
+
+def main() -> None:
+    sys.argv[1:], forced = force_keys_of_swept_groups(sys.argv[1:])
+    if forced:
+        os.environ[FORCED_ENV] = ",".join(forced)
+    _hydra_main()
+
+
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")
-def main(cfg: DictConfig):
+def _hydra_main(cfg: DictConfig):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("transformers").setLevel(logging.ERROR)
     from prompt_bench import experiment
 
     try:
+        check_forced_keys(cfg)
         return experiment.run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (PromptBenchError, MissingMandatoryValue) as err:
         message = str(err).splitlines()[0]

@@ -11,7 +11,9 @@ import pytest
 
 from conftest import ROOT
 
-EXE = shutil.which("prompt-bench") or str(Path(sys.executable).parent / "prompt-bench")
+# the script installed beside this interpreter first: another prompt-bench on PATH may be another install
+_BESIDE = Path(sys.executable).parent / "prompt-bench"
+EXE = str(_BESIDE) if _BESIDE.is_file() else shutil.which("prompt-bench") or str(_BESIDE)
 
 
 def cli(*args, cwd=None):
@@ -65,3 +67,24 @@ def test_asking_again_for_a_finished_run_reprints_it_and_touches_nothing(mirror,
     again = cli(*args)
     assert again.returncode == 0 and "already finished" in again.stdout
     assert stamps == {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+
+
+def test_overrides_inside_a_swept_group_are_forced_only_in_multirun_sweeps_of_that_group():
+    from prompt_bench.cli import force_keys_of_swept_groups
+
+    argv = ["-m", "method=bbt,clip_tuning", "method.budget=720", "task=sst2", "task.max_length=64", "seed=1,2"]
+    assert force_keys_of_swept_groups(argv) == (
+        ["-m", "method=bbt,clip_tuning", "++method.budget=720", "task=sst2", "task.max_length=64", "seed=1,2"],
+        ["method.budget"],
+    )
+    single = ["method=bbt,clip_tuning", "method.budget=720"]  # not a multirun: Hydra's own rules apply
+    assert force_keys_of_swept_groups(single) == (single, [])
+
+
+def test_a_sweep_sets_a_key_in_every_job_whose_group_has_it_and_refuses_the_others_by_name(mirror, tmp_path):
+    done = cli("-m", "setting=few_shot,fewglue", "setting.k=4", "method=manual", "task=rte", "logger=none",
+               f"run.root={tmp_path}", f"data.mirror={mirror}", f"hydra.sweep.dir={tmp_path}/sweep")
+    assert done.returncode == 0, done.stderr
+    assert "setting.k is not a setting of setting=fewglue" in done.stderr
+    finished = list(tmp_path.rglob("results.json"))
+    assert len(finished) == 1 and "few_shot" in finished[0].read_text()
