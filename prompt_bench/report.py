@@ -17,13 +17,72 @@ def collect(root: Path) -> list[dict[str, Any]]:
     return [json.loads(p.read_text()) | {"run_dir": str(p.parent)} for p in sorted(Path(root).rglob("results.json"))]
 
 
+def _flat(node: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(node, dict):
+        out: dict[str, str] = {}
+        for key, value in node.items():
+            out.update(_flat(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: json.dumps(node, sort_keys=True)}
+
+
+def _shown(value: str | None) -> str:
+    decoded = None if value is None else json.loads(value)
+    return decoded if isinstance(decoded, str) else str(value)
+
+
+def _method_defaults(method: str, model: str) -> dict[str, str] | None:
+    """The method's settings as `prompt-bench method=<method> model=<model>` would compose them."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from prompt_bench.cli import CONF_DIR
+
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+            cfg = compose(config_name="config", overrides=[f"method={method}", f"model={model}"])
+        return _flat(OmegaConf.to_container(cfg.method, resolve=True))
+    except Exception:  # a local or renamed model: fall back to comparing runs with each other
+        return None
+
+
+def label_runs(runs: list[dict[str, Any]]) -> None:
+    """Give each run a `label` for tables and curves: its series (method, or the optimizer baseline) plus
+    the method settings that vary between runs of that method here and differ from the method's defaults,
+    e.g. `dynamic_prompting (dp.position="off")`, so an ablation is never averaged into the full method."""
+    from omegaconf import OmegaConf
+
+    by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for run in runs:
+        by_method[run["method"]].append(run)
+    for method, group in by_method.items():
+        settings = []
+        for run in group:
+            config_file = Path(run["run_dir"]) / "config.yaml"
+            cfg = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False) if config_file.is_file() else {}
+            settings.append((_flat(cfg.get("method", {})), str(cfg.get("model", {}).get("name", ""))))
+        keys = set().union(*(flat for flat, _ in settings)) - {"name"}
+        varying = sorted(k for k in keys if len({flat.get(k) for flat, _ in settings}) > 1)
+        defaults_for: dict[str, dict[str, str] | None] = {}
+        for run, (flat, model) in zip(group, settings):
+            if model not in defaults_for:
+                defaults_for[model] = _method_defaults(method, model) if varying else None
+            reference = defaults_for[model]
+            if reference is None:  # the most common value among these runs stands in for the default
+                reference = {k: max((f.get(k) for f, _ in settings), key=[f.get(k) for f, _ in settings].count)
+                             for k in varying}
+            diffs = [f"{k}={_shown(flat.get(k))}" for k in varying if flat.get(k) != reference.get(k)]
+            run["label"] = series_label(run) + (f" ({', '.join(diffs)})" if diffs else "")
+
+
 def aggregate(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """(method, task) -> mean and std of the task's headline test metric over seeds (std as LM-BFF: ddof=0)."""
+    """(label, task) -> mean and std of the task's headline test metric over seeds (std as LM-BFF: ddof=0).
+    The label is `run["label"]` (see label_runs), else the method."""
     scores: dict[tuple[str, str], list[float]] = defaultdict(list)
     seeds: dict[tuple[str, str], list[int]] = defaultdict(list)
     metric_of: dict[str, str] = {}
     for run in runs:
-        key = (run["method"], run["task"])
+        key = (run.get("label", run["method"]), run["task"])
         scores[key].append(float(run["test"][run["metric"]]))
         seeds[key].append(int(run["seed"]))
         metric_of[run["task"]] = run["metric"]
@@ -89,7 +148,7 @@ def curves(runs: list[dict[str, Any]], task: str, key: str) -> dict[str, list[tu
         points = [(r["step"], r[key]) for r in read_metrics(Path(run["run_dir"])) if key in r]
         if points:
             steps, values = zip(*points)
-            out[series_label(run)].append((np.asarray(steps), np.asarray(values, dtype=float)))
+            out[run.get("label") or series_label(run)].append((np.asarray(steps), np.asarray(values, dtype=float)))
     return out
 
 
@@ -132,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     runs = collect(args.root)
     if not runs:
         raise SystemExit(f"prompt-bench-report: error: no finished runs (results.json) under {args.root}")
+    label_runs(runs)
     table = aggregate(runs)
     text = markdown(table)
     (args.root / "report.md").write_text(text + "\n")

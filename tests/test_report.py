@@ -43,3 +43,34 @@ def test_curves_are_plotted_per_method_against_api_calls_from_run_folders(tmp_pa
     png = plot_curves(runs, "sst2", ["dev/accuracy", "test/accuracy"], tmp_path / "plot.png", "API calls")
     assert png.is_file() and png.stat().st_size > 1000
     assert plot_curves(runs, "rte", ["dev/accuracy"], tmp_path / "none.png", "API calls") is None
+
+
+def write_config(root, method, task, seed, method_cfg, optimizer="cma", model="minilm"):
+    import yaml
+
+    folder = root / task / method / f"seed{seed}"
+    (folder / "config.yaml").write_text(yaml.safe_dump(
+        {"method": {"name": method, **method_cfg}, "optimizer": {"name": optimizer}, "model": {"name": model}}))
+
+
+def test_ablations_and_baseline_optimizers_get_their_own_rows_and_shared_settings_do_not_show(tmp_path):
+    from prompt_bench.report import label_runs
+
+    for seed in (13, 21):
+        for position in ("instance", "off"):
+            method = "dynamic_prompting"
+            root = tmp_path / position
+            write_run(root, method, "cb", seed, 0.5 if position == "off" else 0.7)
+            write_config(root, method, "cb", seed, {"dp": {"position": position, "length": "instance"}, "max_steps": 100})
+        for optimizer in ("cma", "random_search"):
+            root = tmp_path / optimizer
+            write_run(root, "bbt", "cb", seed, 0.6)
+            write_config(root, "bbt", "cb", seed, {"budget": 720}, optimizer=optimizer)
+    runs = collect(tmp_path)
+    label_runs(runs)
+    table = aggregate(runs)
+    # max_steps=100 (not the default 300) is shared by every dynamic_prompting run here, so it labels none
+    assert set(table) == {("dynamic_prompting", "cb"), ("dynamic_prompting (dp.position=off)", "cb"),
+                          ("bbt", "cb"), ("random_search", "cb")}
+    assert table[("dynamic_prompting (dp.position=off)", "cb")]["mean"] == 0.5
+    assert table[("dynamic_prompting", "cb")]["n"] == 2
