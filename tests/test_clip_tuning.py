@@ -10,6 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from prompt_bench import experiment
+from prompt_bench.optim.dfo import AskTellSearch
 from prompt_bench.artifacts import load_tensors
 from prompt_bench.batching import encode_split
 from prompt_bench.cli import CONF_DIR
@@ -288,9 +289,15 @@ def short_test_split(monkeypatch):
 
 
 def test_clip_tuning_runs_end_to_end_billing_n_calls_per_candidate_and_resumes_exactly(mirror, tmp_path,
-                                                                                        short_test_split):
+                                                                                        short_test_split, monkeypatch):
+    from prompt_bench.methods import bbt
+
+    budgets = []
+    monkeypatch.setattr(bbt, "AskTellSearch", lambda cfg, dim, budget, seed: budgets.append(budget)
+                        or AskTellSearch(cfg, dim, budget, seed))
     cfg = make(mirror, *SMALL_CLIP)
     reference = experiment.run(cfg, tmp_path / "reference")
+    assert budgets == [22]  # the optimizer is told its budget in candidates (NGOpt sizes itself by it), not calls
     # 45 calls buy 22 candidates at 2 calls each: four generations of 5, one of 2; the last call is left unspent
     assert reference["budget_used"] == 44 and reference["budget_unit"] == "api_calls" and reference["budget"] == 45
     steps = [r["step"] for r in read_metrics(tmp_path / "reference") if "train/loss" in r]

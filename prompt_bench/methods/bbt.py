@@ -52,7 +52,8 @@ class BBT(Method):
             dim, n_tokens, api.hidden_size, api.embedding_std, sigma=float(ctx.optimizer.get("sigma", 1.0)),
             alpha=float(cfg["alpha"]), seed=ctx.seed, device=api.device,
         )
-        search = AskTellSearch(ctx.optimizer, dim, budget=api.budget, seed=ctx.seed)
+        # the optimizer's budget is in candidates (NGOpt picks its algorithm by it), not API calls
+        search = AskTellSearch(ctx.optimizer, dim, budget=api.budget // self._calls_per_candidate(ctx), seed=ctx.seed)
         state = run_search(ctx, self._resume(ctx, search, lambda z: (project(z), {}), api))
         best_z = torch.from_numpy(state.best_z)
         return Solution(
@@ -62,6 +63,9 @@ class BBT(Method):
                   "selection": "best dev score among the CMA-ES mean / best-train candidates at each evaluation"},
             budget_used=api.calls,
         )
+
+    def _calls_per_candidate(self, ctx: FitContext) -> int:
+        return 1
 
     def _resume(self, ctx: FitContext, search: AskTellSearch, encode: Encoder, api) -> "_SearchState":
         """The search state (a BBT variant swaps in its own, e.g. clip_tuning's thinned-network scoring)."""

@@ -102,6 +102,9 @@ class ClipTuning(BBT):
     def _resume(self, ctx: FitContext, search: AskTellSearch, encode: Encoder, api) -> _SearchState:
         return _ThinnedState.resume(ctx, search, encode, api)
 
+    def _calls_per_candidate(self, ctx: FitContext) -> int:
+        return ctx.blackbox.price(1, thinned_spec(ctx.method, ctx.seed))
+
     def fit(self, ctx: FitContext) -> Solution:
         solution = super().fit(ctx)
         cfg, spec = ctx.method, thinned_spec(ctx.method, ctx.seed)
