@@ -29,6 +29,9 @@ class FitContext:
     primary_metric: str
     test_score: Callable[[Callable[[EncodedBatch], Tensor]], dict[str, float]] | None = None  # run.track_test only
     run_dir: Path | None = None  # for methods that write more than a prompt (e.g. tuned weights)
+    cache_dir: Path | None = None  # shared between runs: artifacts that do not depend on the run (pre-trained prompts)
+    mirror_root: Path | None = None  # the local data mirror, for methods that read more data (pre-training corpora)
+    eval_batch_size: int = 64
     progress: bool = True
     backbone: Backbone | None = None  # white-box methods only
     blackbox: Any = None  # black-box methods only: a BlackBoxAPI
