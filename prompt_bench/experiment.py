@@ -282,7 +282,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         progress=bool(cfg.run.progress), run_dir=folder.path,
         test_score=split_score(test) if cfg.run.get("track_test") else None,
         cache_dir=Path(str(cfg.run.root)) / "cache", mirror_root=loading.mirror_root(cfg.data.mirror),
-        eval_batch_size=eval_batch,
+        eval_batch_size=eval_batch, train_examples=list(data.train),
     )
     if the_plan.method_cls.access == "black_box":
         ctx.blackbox = BlackBoxAPI(backbone, train, budget=int(method_cfg["budget"]))

@@ -32,6 +32,7 @@ class FitContext:
     cache_dir: Path | None = None  # shared between runs: artifacts that do not depend on the run (pre-trained prompts)
     mirror_root: Path | None = None  # the local data mirror, for methods that read more data (pre-training corpora)
     eval_batch_size: int = 64
+    train_examples: list | None = None  # the few-shot train examples as text, for methods with a second model
     progress: bool = True
     backbone: Backbone | None = None  # white-box methods only
     blackbox: Any = None  # black-box methods only: a BlackBoxAPI

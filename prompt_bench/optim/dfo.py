@@ -51,6 +51,10 @@ class AskTellSearch:
         self._pending = [self._optimizer.ask() for _ in range(n or self.popsize)]
         return np.stack([c.value for c in self._pending])
 
+    def suggest(self, z: np.ndarray) -> None:
+        """Make `z` the first candidate of the next ask (nevergrad's suggest; every optimizer here takes it)."""
+        self._optimizer.suggest(np.asarray(z, dtype=float))
+
     def tell(self, losses) -> None:
         if len(losses) != len(self._pending):
             raise ValueError(f"told {len(losses)} losses for {len(self._pending)} candidates")
