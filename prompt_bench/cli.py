@@ -12,7 +12,7 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
 from prompt_bench.errors import PromptBenchError
@@ -83,6 +83,16 @@ def check_forced_keys(cfg: DictConfig) -> None:
                               f"(conf/{group}/*.yaml lists the keys)")
 
 
+def group_sweep_in_wandb(cfg: DictConfig) -> None:
+    """In a multirun, every job's W&B run joins one group named after the sweep folder (unless logger.group
+    is set), so a dashboard groups a sweep's runs without configuration; single runs keep <task>-<setting>."""
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN or cfg.logger.get("group") or "group" not in cfg.logger:
+        return
+    with open_dict(cfg):
+        cfg.logger.group = Path(str(hydra_cfg.sweep.dir)).name
+
+
 def main() -> None:
     sys.argv[1:], forced = force_keys_of_swept_groups(sys.argv[1:])
     if forced:
@@ -98,6 +108,7 @@ def _hydra_main(cfg: DictConfig):
 
     try:
         check_forced_keys(cfg)
+        group_sweep_in_wandb(cfg)
         return experiment.run(cfg, Path(HydraConfig.get().runtime.output_dir))
     except (PromptBenchError, MissingMandatoryValue) as err:
         message = str(err).splitlines()[0]

@@ -88,3 +88,13 @@ def test_a_sweep_sets_a_key_in_every_job_whose_group_has_it_and_refuses_the_othe
     assert "setting.k is not a setting of setting=fewglue" in done.stderr
     finished = list(tmp_path.rglob("results.json"))
     assert len(finished) == 1 and "few_shot" in finished[0].read_text()
+
+
+def test_a_sweeps_jobs_share_one_wandb_group_named_after_the_sweep(mirror, tmp_path):
+    import yaml
+
+    done = cli("-m", "seed=13,21", "method=manual", "task=rte", "setting.k=2", "logger.mode=disabled",
+               f"run.root={tmp_path}", f"data.mirror={mirror}", f"hydra.sweep.dir={tmp_path}/my-sweep")
+    assert done.returncode == 0, done.stderr
+    configs = [yaml.safe_load(p.read_text()) for p in tmp_path.rglob("config.yaml") if "seed" in p.parent.name]
+    assert len(configs) == 2 and {c["logger"]["group"] for c in configs} == {"my-sweep"}

@@ -72,7 +72,6 @@ def test_without_dfo_each_generation_is_the_gradient_refined_prompt_alone(mirror
 
 
 def test_distillation_brings_the_student_towards_the_teachers_answers(tiny_models):
-    from prompt_bench.batching import encode_split  # noqa: F401 - the Student encodes its own copy
     from prompt_bench.methods.base import FitContext
     from prompt_bench.models import ModelSpec, build_backbone
     from prompt_bench.tasks.spec import Example
