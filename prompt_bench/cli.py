@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
+from prompt_bench import gpu_pool  # registers ${pb_gpu_count:} / ${pb_gpu_list:} for conf/hydra/launcher/*
 from prompt_bench.errors import PromptBenchError
 
 # A console script has no useful working directory to resolve a relative config_path against.
@@ -104,6 +105,14 @@ def main() -> None:
 def _hydra_main(cfg: DictConfig):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     logging.getLogger("transformers").setLevel(logging.ERROR)
+    # A GPU of the machine's pool when a launcher turns it on (conf/hydra/launcher/*_gpus.yaml): claimed before
+    # anything in this process can start CUDA, held until the job ends.
+    with gpu_pool.job_gpu(OmegaConf.select(cfg, "compute.device", default="auto",
+                                           throw_on_resolution_failure=False)):
+        return _job(cfg)
+
+
+def _job(cfg: DictConfig):
     from prompt_bench import experiment
 
     try:
