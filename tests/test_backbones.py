@@ -178,3 +178,14 @@ def test_hooks_see_per_row_extras_aligned_with_their_prompt(family_backbone):
 
 def test_every_family_exposes_its_transformer_blocks(family_backbone):
     assert len(family_backbone.transformer_layers()) == 2
+
+
+def test_bf16_on_a_cpu_needs_native_bf16_instructions_and_says_so_otherwise(monkeypatch):
+    from prompt_bench.models import loading
+
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ConfigError, match="AVX512-BF16 or AMX"):
+        loading.pick_dtype(torch.device("cpu"), bf16=True)
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: True)
+    assert loading.pick_dtype(torch.device("cpu"), bf16=True) == torch.bfloat16
+    assert loading.pick_dtype(torch.device("cpu"), bf16=False) == torch.float32
