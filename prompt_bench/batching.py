@@ -31,6 +31,8 @@ class EncodedSplit:
     groups: list[str | None]
     pad_id: int
     device: torch.device
+    #: per row, the classes it may take (multitask splits over a union of label words); None: all
+    allowed: list[list[bool]] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -49,6 +51,8 @@ class EncodedSplit:
             attention_mask=attention.to(self.device),
             target_pos=torch.tensor([self.target[i] for i in index], device=self.device),
             labels=torch.tensor([self.labels[i] for i in index], device=self.device),
+            class_mask=None if self.allowed is None
+            else torch.tensor([self.allowed[i] for i in index], dtype=torch.bool, device=self.device),
         )
 
 

@@ -31,8 +31,17 @@ def config_hash(*, _root_: DictConfig) -> str:
     return hashlib.sha1(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
+def task_label(*, _root_: DictConfig) -> str:
+    """The task part of a run folder: the task, or the tasks joined by '+' for setting=multitask."""
+    if str(_root_.setting.name) == "multitask":
+        return "+".join(str(t) for t in _root_.setting.tasks)
+    return str(_root_.task.name)
+
+
 if not OmegaConf.has_resolver("pb_hash"):
     OmegaConf.register_new_resolver("pb_hash", config_hash)
+if not OmegaConf.has_resolver("pb_task"):
+    OmegaConf.register_new_resolver("pb_task", task_label)
 
 
 #: config groups a sweep may range over (`method=bbt,clip_tuning`)

@@ -21,7 +21,7 @@ import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from prompt_bench import __version__
+from prompt_bench import __version__, multitask
 from prompt_bench.artifacts import save_tensors
 from prompt_bench.batching import encode_split
 from prompt_bench.checkpoint import Checkpoint
@@ -45,8 +45,8 @@ _OPTIMIZER_FOR_ACCESS = {
 }
 
 #: the settings `load_data` knows how to split (one conf/setting/<name>.yaml each); the first two are few-shot
-SETTINGS = ("few_shot", "fewglue", "full_data")
-_FEW_SHOT_SETTINGS = ("few_shot", "fewglue")
+SETTINGS = ("few_shot", "fewglue", "full_data", "multitask")
+_FEW_SHOT_SETTINGS = ("few_shot", "fewglue", "multitask")
 
 
 def _unknown_setting(name: str) -> ConfigError:
@@ -84,9 +84,13 @@ def plan(cfg: DictConfig) -> Plan:
                 f"method={cfg.method.name} is {method_cls.access.replace('_', '-')} but optimizer={cfg.optimizer.name} "
                 f"is a {cfg.optimizer.kind} optimizer: use {fix}"
             )
-    task.template_for(model.family)
-    method_cls.check(method_cfg)
     setting = str(cfg.setting.name)
+    if setting == "multitask":
+        for spec in multitask.task_specs(cfg):
+            spec.template_for(model.family)
+    else:
+        task.template_for(model.family)
+    method_cls.check(method_cfg)
     if setting not in SETTINGS:
         raise _unknown_setting(setting)
     if method_cls.access == "black_box" and setting not in _FEW_SHOT_SETTINGS:
@@ -243,16 +247,23 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
     (folder.path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     started = time.perf_counter()
-    task = the_plan.task
-    data = load_data(cfg, task)
     backbone = build_backbone(
         the_plan.model, device=str(cfg.compute.device), bf16=bool(cfg.compute.bf16),
         max_tokens_per_forward=cfg.compute.max_tokens_per_forward,
     )
-    backbone.set_verbalizer(task.verbalizer)
-    train = encode_split(data.train, task, backbone, the_plan.prompt_len)
-    dev = encode_split(data.dev, task, backbone, the_plan.prompt_len)
-    test = encode_split(data.test, task, backbone, the_plan.prompt_len)
+    mixture = None
+    if str(cfg.setting.name) == "multitask":
+        mixture = multitask.prepare(cfg, backbone, the_plan.prompt_len, load_data)
+        task, train, dev = mixture.task, mixture.train, mixture.dev
+        data = Data(train=[], dev=[], test=[], notes=mixture.notes, sources=mixture.sources)
+        test = None
+    else:
+        task = the_plan.task
+        data = load_data(cfg, task)
+        backbone.set_verbalizer(task.verbalizer)
+        train = encode_split(data.train, task, backbone, the_plan.prompt_len)
+        dev = encode_split(data.dev, task, backbone, the_plan.prompt_len)
+        test = encode_split(data.test, task, backbone, the_plan.prompt_len)
     eval_batch = int(cfg.compute.eval_batch_size)
 
     def split_score(split):
@@ -280,9 +291,10 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), seed=int(cfg.seed), tracker=tracker,
         checkpoint=checkpoint, dev_score=dev_score, primary_metric=metrics.primary(task.metric),
         progress=bool(cfg.run.progress), run_dir=folder.path,
-        test_score=split_score(test) if cfg.run.get("track_test") else None,
+        test_score=(split_score(test) if mixture is None else (lambda scorer: multitask.score_tests(scorer, mixture, eval_batch)))
+        if cfg.run.get("track_test") else None,
         cache_dir=Path(str(cfg.run.root)) / "cache", mirror_root=loading.mirror_root(cfg.data.mirror),
-        eval_batch_size=eval_batch, train_examples=list(data.train),
+        eval_batch_size=eval_batch, train_examples=list(data.train) if mixture is None else None,
     )
     if the_plan.method_cls.access == "black_box":
         ctx.blackbox = BlackBoxAPI(backbone, train, budget=int(method_cfg["budget"]))
@@ -291,8 +303,11 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
     solution: Solution = the_plan.method_cls().fit(ctx)
 
     scorer = solution.scorer(backbone)
-    test_scores = score_split(scorer, test, task.metric, eval_batch)
+    test_scores = (score_split(scorer, test, task.metric, eval_batch) if mixture is None
+                   else multitask.score_tests(scorer, mixture, eval_batch))
     dev_scores = dev_score(scorer)
+    if mixture is not None:
+        dev_scores["average"] = dev_scores["accuracy"]  # the combined dev set's accuracy, what selection used
     prompt_file = None
     if solution.prompt is not None or solution.tensors:
         tensors = dict(solution.tensors)
@@ -307,12 +322,15 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         )
     results = {
         "task": task.name, "method": str(cfg.method.name), "model": the_plan.model.name,
-        "setting": str(cfg.setting.name), "seed": int(cfg.seed), "metric": metrics.primary(task.metric),
+        "setting": str(cfg.setting.name), "seed": int(cfg.seed),
+        "metric": metrics.primary(task.metric) if mixture is None else "average",
         "test": test_scores, "dev": dev_scores,
         "budget_used": solution.budget_used,
         "budget_unit": "api_calls" if the_plan.method_cls.access == "black_box" else "steps",
         "budget": method_cfg.get("budget"),
-        "n_train": len(train), "n_dev": len(dev), "n_test": len(test),
+        "n_train": len(train), "n_dev": len(dev),
+        "n_test": len(test) if mixture is None else sum(len(split) for _, split, _ in mixture.tests.values()),
+        **({} if mixture is None else {"tasks": mixture.counts}),
         "data_notes": data.notes, "data_sources": data.sources,
         "wall_time_s": round(time.perf_counter() - started, 2),
         "peak_memory_mb": round(_peak_memory_mb(backbone.device), 1),

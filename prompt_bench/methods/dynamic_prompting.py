@@ -55,10 +55,10 @@ def dynamic_scorer(backbone: Backbone, dynamic: DynamicPrompt, base: str, head, 
                 kept = choices.kept()  # [B, L]
                 prefix = (choices.prompts * kept[:, :, None, None, None]).permute(0, 2, 3, 1, 4)  # [B, layers, 2, L, kv]
                 extras = {PREFIX: prefix, PREFIX_MASK: kept.detach() > 0.5}
-                return backbone.row_logits(embeds, batch.attention_mask, batch.target_pos, None, extras)
+                return batch.mask_logits(backbone.row_logits(embeds, batch.attention_mask, batch.target_pos, None, extras))
             arranged, mask, target, prompt_mask = arrange(embeds, batch.attention_mask, batch.target_pos, choices,
                                                           backbone.prompt_offset)
-            return backbone.row_logits(arranged, mask, target, prompt_mask)
+            return batch.mask_logits(backbone.row_logits(arranged, mask, target, prompt_mask))
 
     return score
 

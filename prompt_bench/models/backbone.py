@@ -36,9 +36,18 @@ class EncodedBatch:
     attention_mask: Tensor  # [B, T]
     target_pos: Tensor  # [B]: mask position (masked LM) or last real token (causal LM)
     labels: Tensor  # [B]
+    #: [B, C] classes each row may take (multitask: the union of the tasks' label words, own task's allowed)
+    class_mask: Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def mask_logits(self, logits: Tensor) -> Tensor:
+        """Logits [..., B, C] with the classes a row may not take pushed far down (finite, so losses and
+        KL terms stay finite); unchanged without a class mask."""
+        if self.class_mask is None:
+            return logits
+        return logits.masked_fill(~self.class_mask.to(logits.device), -1e4)
 
 
 class Backbone:
@@ -159,7 +168,7 @@ class Backbone:
             groups.append(torch.cat(parts, dim=0))
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(len(order), device=order.device)
-        return torch.cat(groups, dim=1)[:, inverse]
+        return batch.mask_logits(torch.cat(groups, dim=1)[:, inverse])
 
     def transformer_layers(self) -> torch.nn.ModuleList:
         """The stack of transformer blocks the input goes through (the encoder's, for seq2seq)."""
