@@ -47,6 +47,11 @@ def test_the_cli_logs_to_wandb_offline_without_an_api_key(mirror, tmp_path):
     ],
 )
 def test_bad_input_gets_one_clear_line_and_no_traceback(tmp_path, args, expected):
+    if expected == "setting.k":
+        from prompt_bench.tasks.loading import mirror_root
+
+        if mirror_root("auto") is None:
+            pytest.skip("the too-large k is found while sampling the data: needs the local data mirror")
     done = cli(*args, "logger=none", f"run.root={tmp_path}")
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
