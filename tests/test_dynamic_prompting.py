@@ -15,7 +15,7 @@ from prompt_bench.models.prefixes import enable_prefixes
 from prompt_bench.prompts.dynamic import Choices, DynamicPrompt, arrange, temperature
 
 from test_backbones import backbone_for, batch_for
-from test_experiment import interrupt_at, make
+from test_experiment import make, run_interrupted_then_resumed
 
 TINY_DP = ["method=dynamic_prompting", "method.n_prompt_tokens=3", "method.pool_size=2", "method.max_steps=6",
            "method.eval_every=3", "method.batch_size=4", "task=cb"]
@@ -106,12 +106,7 @@ def test_the_temperature_anneals_from_its_start_to_its_floor_and_stays_there():
 def test_dynamic_prompting_runs_resumes_and_its_saved_artifact_reproduces_the_test_score(mirror, tmp_path, minilm_backbone):
     reference = experiment.run(make(mirror, *TINY_DP), tmp_path / "reference")
     assert reference["budget_used"] == 6 and reference["method_info"]["modes"] == ["instance"] * 3
-    mp = pytest.MonkeyPatch()
-    interrupt_at(mp, 5)
-    with pytest.raises(KeyboardInterrupt):
-        experiment.run(make(mirror, *TINY_DP), tmp_path / "run")
-    mp.undo()
-    resumed = experiment.run(make(mirror, *TINY_DP), tmp_path / "run")
+    resumed = run_interrupted_then_resumed(lambda folder: experiment.run(make(mirror, *TINY_DP), folder), tmp_path / "run", at=5)
     assert resumed["test"] == reference["test"]
     tensors, meta = load_tensors(tmp_path / "reference" / "prompt.safetensors")
     assert tensors["dynamic.pool"].shape == (2, 3, 384)

@@ -23,6 +23,15 @@ def make(mirror, *overrides):
         return compose(config_name="config", overrides=[f"data.mirror={mirror}", *FAST, *overrides])
 
 
+def run_interrupted_then_resumed(run, folder, at):
+    """`run(folder)` killed when about to log training step `at`, then run again: the resumed results."""
+    with pytest.MonkeyPatch.context() as patch:
+        interrupt_at(patch, at)
+        with pytest.raises(KeyboardInterrupt):
+            run(folder)
+    return run(folder)
+
+
 def interrupt_at(monkeypatch, at):
     """Make the run die (as a kill would) when it is about to log training step `at`."""
     original = Tracker.log

@@ -12,7 +12,7 @@ from prompt_bench.errors import ConfigError
 from prompt_bench.methods import gdfo
 from prompt_bench.tracking import read_metrics
 
-from test_experiment import interrupt_at, make
+from test_experiment import make, run_interrupted_then_resumed
 
 SMALL = ["method.budget=40", "method.eval_every=20", "method.intrinsic_dim=16", "method.n_prompt_tokens=3",
          "optimizer.popsize=8", "task=sst2"]
@@ -96,13 +96,9 @@ def test_distillation_brings_the_student_towards_the_teachers_answers(tiny_model
     assert end_loss < start_loss
 
 
-def test_an_interrupted_gdfo_run_resumes_to_the_uninterrupted_result(mirror, tmp_path, tiny_models, monkeypatch):
+def test_an_interrupted_gdfo_run_resumes_to_the_uninterrupted_result(mirror, tmp_path, tiny_models):
     reference = run(mirror, tmp_path / "reference", tiny_models)
-    interrupt_at(monkeypatch, 32)
-    with pytest.raises(KeyboardInterrupt):
-        run(mirror, tmp_path / "run", tiny_models)
-    monkeypatch.undo()
-    resumed = run(mirror, tmp_path / "run", tiny_models)
+    resumed = run_interrupted_then_resumed(lambda folder: run(mirror, folder, tiny_models), tmp_path / "run", at=32)
     assert resumed["test"] == reference["test"]
     a, _ = load_tensors(tmp_path / "reference" / "prompt.safetensors")
     b, _ = load_tensors(tmp_path / "run" / "prompt.safetensors")

@@ -11,7 +11,7 @@ from prompt_bench.methods.p_tuning_v2 import PrefixSolution
 from prompt_bench.models.prefixes import PREFIX, PREFIX_MASK, enable_prefixes
 
 from test_backbones import FAMILIES, backbone_for, batch_for
-from test_experiment import interrupt_at, make
+from test_experiment import make, run_interrupted_then_resumed
 
 TINY_PTV2 = ["method=p_tuning_v2", "method.n_prompt_tokens=3", "method.max_steps=6", "method.eval_every=3",
              "method.batch_size=4", "task=cb"]
@@ -104,14 +104,13 @@ def test_p_tuning_v2_with_the_verbalizer_and_the_mlp_reparameterisation_on_a_cau
     assert "head.weight" not in tensors and results["method_info"]["prefix_projection"] is True
 
 
-def test_an_interrupted_p_tuning_v2_run_resumes_to_the_uninterrupted_result(mirror, tmp_path, tiny_models, monkeypatch):
+def test_an_interrupted_p_tuning_v2_run_resumes_to_the_uninterrupted_result(mirror, tmp_path, tiny_models):
     model = ["model=local", f"model.path={tiny_models['masked_lm']}", "model.family=masked_lm"]
-    reference = experiment.run(make(mirror, *model, *TINY_PTV2), tmp_path / "reference")
-    interrupt_at(monkeypatch, 5)
-    with pytest.raises(KeyboardInterrupt):
-        experiment.run(make(mirror, *model, *TINY_PTV2), tmp_path / "run")
-    monkeypatch.undo()
-    resumed = experiment.run(make(mirror, *model, *TINY_PTV2), tmp_path / "run")
+    def run(folder):
+        return experiment.run(make(mirror, *model, *TINY_PTV2), folder)
+
+    reference = run(tmp_path / "reference")
+    resumed = run_interrupted_then_resumed(run, tmp_path / "run", at=5)
     assert resumed["test"] == reference["test"]
     a, _ = load_tensors(tmp_path / "reference" / "prompt.safetensors")
     b, _ = load_tensors(tmp_path / "run" / "prompt.safetensors")

@@ -18,7 +18,7 @@ from prompt_bench.methods.training import train
 from prompt_bench.models.backbone import Backbone, EncodedBatch
 from prompt_bench.models.prefixes import PREFIX, PREFIX_MASK, enable_prefixes
 from prompt_bench.prompts.dynamic import MODES, DynamicPrompt, arrange, temperature
-from prompt_bench.prompts.prefix import PrefixEncoder, linear_head
+from prompt_bench.prompts.prefix import PrefixEncoder, linear_head, saved_head
 from prompt_bench.prompts.soft import initial_prompt
 
 BASES = ("shallow", "deep")
@@ -33,7 +33,8 @@ class PooledCache:
         self.backbone, self.store = backbone, {}
 
     def __call__(self, batch: EncodedBatch) -> Tensor:
-        keys = [bytes(row[mask.bool()].cpu().numpy().tobytes()) for row, mask in zip(batch.input_ids, batch.attention_mask)]
+        ids, masks = batch.input_ids.cpu(), batch.attention_mask.cpu().bool()  # one transfer, not one per row
+        keys = [row[mask].numpy().tobytes() for row, mask in zip(ids, masks)]
         missing = [i for i, k in enumerate(keys) if k not in self.store]
         if missing:
             sub = EncodedBatch(batch.input_ids[missing], batch.attention_mask[missing], batch.target_pos[missing],
@@ -73,12 +74,9 @@ class DynamicPromptSolution(Solution):
         pool = self.tensors["dynamic.pool"]
         dynamic = DynamicPrompt(pool, backbone.hidden_size, *meta["modes"]).to(backbone.device)
         dynamic.load_state_dict({k[len("dynamic."):]: v for k, v in self.tensors.items() if k.startswith("dynamic.")})
-        head = None
-        if "head.weight" in self.tensors:
-            head = torch.nn.Linear(backbone.hidden_size, self.tensors["head.weight"].shape[0]).to(backbone.device)
-            head.load_state_dict({"weight": self.tensors["head.weight"], "bias": self.tensors["head.bias"]})
-        score = dynamic_scorer(backbone, dynamic, meta["base"], head, PooledCache(backbone), lambda step: 1.0)
-        return lambda batch: score(batch)
+        head = saved_head(self.tensors, backbone.device)
+        # without a step the scorer evaluates (argmax choices), so the temperature is never read
+        return dynamic_scorer(backbone, dynamic, meta["base"], head, PooledCache(backbone), lambda step: 1.0)
 
 
 class DynamicPrompting(Method):
@@ -131,7 +129,7 @@ class DynamicPrompting(Method):
         tau = cfg["temperature"]
         tau_at = lambda step: temperature(step, float(tau["start"]), float(tau["floor"]), float(tau["rate"]))  # noqa: E731
         score = dynamic_scorer(backbone, dynamic, str(cfg["base"]), head, PooledCache(backbone), tau_at)
-        best, summary = train(ctx, params, lambda batch: score(batch), max_steps=int(cfg["max_steps"]),
+        best, summary = train(ctx, params, score, max_steps=int(cfg["max_steps"]),
                               batch_size=int(cfg["batch_size"]), eval_every=int(cfg["eval_every"]),
                               train_scorer=score)
         tensors = {name: value.detach().float().cpu() for name, value in best.items()}

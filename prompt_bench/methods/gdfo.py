@@ -26,9 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import Tensor
 
+from prompt_bench import conf_files
 from prompt_bench.batching import encode_split
 from prompt_bench.errors import ConfigError
 from prompt_bench.methods.base import FitContext, Solution
@@ -38,18 +38,17 @@ from prompt_bench.models.backbone import Backbone
 from prompt_bench.optim.dfo import AskTellSearch
 from prompt_bench.prompts.projection import RandomProjection
 
-CONF_MODELS = Path(__file__).resolve().parents[2] / "conf" / "model"
-
 
 def student_spec(cfg: dict[str, Any]) -> ModelSpec:
     """`method.gdfo.student`: a conf/model name (minilm, smollm2, ...) or a local model folder."""
     name = str(cfg["student"])
-    if (CONF_MODELS / f"{name}.yaml").is_file():
-        return ModelSpec.from_config(OmegaConf.to_container(OmegaConf.load(CONF_MODELS / f"{name}.yaml")))
+    conf = conf_files.model_config(name)
+    if conf is not None:
+        return ModelSpec.from_config(conf)
     if Path(name).expanduser().is_dir():
         return ModelSpec.from_config({"name": Path(name).name, "family": str(cfg["student_family"]), "path": name})
-    models = sorted(p.stem for p in CONF_MODELS.glob("*.yaml"))
-    raise ConfigError(f"method.gdfo.student={name} is neither a model config ({', '.join(models)}) nor a model folder")
+    raise ConfigError(f"method.gdfo.student={name} is neither a model config ({', '.join(conf_files.names('model'))}) "
+                      "nor a model folder")
 
 
 class Student:

@@ -12,7 +12,7 @@ from prompt_bench.methods.base import FitContext, Method, Solution
 from prompt_bench.methods.training import train
 from prompt_bench.models.backbone import Backbone
 from prompt_bench.models.prefixes import PREFIX, enable_prefixes
-from prompt_bench.prompts.prefix import PrefixEncoder, linear_head
+from prompt_bench.prompts.prefix import PrefixEncoder, linear_head, saved_head
 
 HEADS = ("linear", "verbalizer")
 
@@ -23,14 +23,7 @@ class PrefixSolution(Solution):
     def scorer(self, backbone: Backbone):
         enable_prefixes(backbone)
         prefix = self.tensors["prefix"].to(backbone.device)
-        head = None
-        if "head.weight" in self.tensors:
-            weight = self.tensors["head.weight"]
-            head = torch.nn.Linear(weight.shape[1], weight.shape[0]).to(backbone.device)
-            with torch.no_grad():
-                head.weight.copy_(weight)
-                head.bias.copy_(self.tensors["head.bias"])
-        return prefix_scorer(backbone, lambda: prefix, head)
+        return prefix_scorer(backbone, lambda: prefix, saved_head(self.tensors, backbone.device))
 
 
 def prefix_scorer(backbone: Backbone, prefix, head):
@@ -74,9 +67,8 @@ class PTuningV2(Method):
         with torch.no_grad():
             for name, value in params.items():
                 value.copy_(best[name])
-            tensors = {"prefix": encoder().detach().float().cpu()}
-        if head is not None:
-            tensors.update({"head.weight": head.weight.detach().cpu(), "head.bias": head.bias.detach().cpu()})
+            tensors = {"prefix": encoder().detach().float().cpu(),
+                       **{k: v.detach().cpu() for k, v in best.items() if k.startswith("head.")}}
         meta = {**summary, "prefix_shape": list(tensors["prefix"].shape), "head": cfg["head"],
                 "prefix_projection": bool(cfg["prefix_projection"])}
         return PrefixSolution(prompt=None, tensors=tensors, meta=meta, budget_used=summary["steps"])

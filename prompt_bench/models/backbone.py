@@ -56,6 +56,8 @@ class Backbone:
     family: str = ""
     #: where the soft prompt goes in the token sequence: after [CLS]/<s> for encoders, first for decoders
     prompt_offset: int = 0
+    #: whether `_features` uses `prompt_mask` (so label_logits builds one only for families that read it)
+    reads_prompt_positions: bool = False
 
     def __init__(self, spec: ModelSpec, model, tokenizer, device: torch.device, max_tokens_per_forward: int = 16384):
         self.spec = spec
@@ -157,7 +159,7 @@ class Backbone:
                     self.prompt_offset, prompt_len,
                 )
                 prompt_mask = None
-                if prompt_len:
+                if prompt_len and self.reads_prompt_positions:
                     prompt_mask = torch.zeros(rows[1].shape, dtype=torch.bool, device=rows[1].device)
                     prompt_mask[:, self.prompt_offset : self.prompt_offset + prompt_len] = True
                 try:

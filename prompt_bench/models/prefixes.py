@@ -20,6 +20,7 @@ import weakref
 from dataclasses import dataclass
 import torch
 from torch import Tensor
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from prompt_bench.models.backbone import Backbone
 
@@ -51,12 +52,6 @@ _sites: "weakref.WeakKeyDictionary[torch.nn.Module, _Site]" = weakref.WeakKeyDic
 _probe: list | None = None  # set while a probe forward records which modules call attention
 
 
-def _delegate():
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    return sdpa_attention_forward
-
-
 def _attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, **kwargs):
     if _probe is not None:
         _probe.append((module, key.shape[1], key.shape[3]))
@@ -73,7 +68,7 @@ def _attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask
         bias = kwargs.get("position_bias")
         if bias is not None:  # T5: relative-position bias per key; prefixes have no position, so none
             kwargs["position_bias"] = torch.cat([bias.new_zeros(*bias.shape[:-1], length), bias], dim=-1)
-    return _delegate()(module, query, key, value, attention_mask, **kwargs)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
 
 def _with_prefix(causal: bool, layer: int, extras: dict, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None):

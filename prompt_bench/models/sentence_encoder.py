@@ -13,6 +13,7 @@ from prompt_bench.models.backbone import Backbone
 class SentenceEncoderBackbone(Backbone):
     family = "sentence_encoder"
     prompt_offset = 1  # after [CLS]
+    reads_prompt_positions = True  # the pooled mean leaves the prompt out
 
     def _target_index(self, ids: list[int]) -> int:
         return 0  # unused: the whole sequence is pooled

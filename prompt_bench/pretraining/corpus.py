@@ -69,15 +69,10 @@ def _read_file(path: Path, field: str | None) -> list[str]:
 
 
 def _task_texts(task_name: str, mirror_root: Path | None) -> list[str]:
-    from omegaconf import OmegaConf
-
+    from prompt_bench.conf_files import task_spec
     from prompt_bench.tasks import loading
-    from prompt_bench.tasks.spec import TaskSpec
 
-    conf = Path(__file__).resolve().parents[2] / "conf" / "task" / f"{task_name}.yaml"
-    if not conf.is_file():
-        raise ConfigError(f"method.pretrain.corpus.task={task_name} is not a task: see conf/task/")
-    spec = TaskSpec.from_config(OmegaConf.to_container(OmegaConf.load(conf)))
+    spec = task_spec(task_name, "method.pretrain.corpus.task")
     split = loading.load_split(spec, "train", mirror_root)
     # the labels are dropped here: only the texts go on
     return [" ".join(str(v) for v in example.fields.values()) for example in split.examples]

@@ -86,9 +86,7 @@ def _pretrain(backbone: Backbone, cfg: Mapping[str, Any], n_tokens: int, folder:
 
 
 def _packaged_minilm(device) -> Backbone:
-    from omegaconf import OmegaConf
-
+    from prompt_bench.conf_files import model_config
     from prompt_bench.models import ModelSpec, build_backbone
 
-    conf = Path(__file__).resolve().parents[2] / "conf" / "model" / "minilm.yaml"
-    return build_backbone(ModelSpec.from_config(OmegaConf.to_container(OmegaConf.load(conf))), device=str(device))
+    return build_backbone(ModelSpec.from_config(model_config("minilm")), device=str(device))

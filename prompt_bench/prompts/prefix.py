@@ -39,6 +39,16 @@ class PrefixEncoder(nn.Module):
         return flat.view(self.length, self.shape.n_layers, 2, self.shape.kv_dim).permute(1, 2, 0, 3)
 
 
+def saved_head(tensors: dict[str, Tensor], device) -> nn.Linear | None:
+    """The linear head a method saved as tensors["head.weight"] / ["head.bias"], or None (verbalizer)."""
+    if "head.weight" not in tensors:
+        return None
+    weight = tensors["head.weight"]
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    head.load_state_dict({"weight": weight, "bias": tensors["head.bias"]})
+    return head.to(device)
+
+
 def linear_head(in_features: int, n_classes: int, seed: int) -> nn.Linear:
     """P-tuning v2's classifier over the model's readout features, seeded."""
     head = nn.Linear(in_features, n_classes)

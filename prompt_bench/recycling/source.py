@@ -22,10 +22,10 @@ from safetensors import safe_open
 from torch import Tensor
 
 from prompt_bench.artifacts import load_tensors
+from prompt_bench.conf_files import model_config
 from prompt_bench.errors import ConfigError, ModelError
 from prompt_bench.models.loading import ModelSpec, load_pretrained
 
-MODEL_CONF = Path(__file__).resolve().parents[2] / "conf" / "model"
 _FIX = "set method.source_model=<a folder saved with save_pretrained, or a conf/model name>"
 
 
@@ -70,13 +70,6 @@ def read_source(source: str | Path | None) -> SourcePrompt:
     return SourcePrompt(path=path, prompt=tensors["prompt"].float(), meta=meta)
 
 
-def _conf_model(name: str) -> dict[str, Any] | None:
-    file = MODEL_CONF / f"{name}.yaml"
-    if not name or name == "local" or not file.is_file():
-        return None
-    return OmegaConf.to_container(OmegaConf.load(file), resolve=True)
-
-
 def _run_model_config(source: SourcePrompt) -> dict[str, Any]:
     """The `model` section of the source run's config.yaml, when the prompt sits in its run folder."""
     file = source.path.parent / "config.yaml"
@@ -95,7 +88,7 @@ def source_model_spec(source: SourcePrompt, override: str | None = None) -> Mode
     if override:
         folder = Path(str(override)).expanduser()
         if folder.is_dir():
-            conf = _conf_model(name) or {}
+            conf = model_config(name) or {}
             family = family or conf.get("family")
             if not family:
                 raise ConfigError(f"source prompt {source.path} does not say its model family: "
@@ -103,16 +96,16 @@ def source_model_spec(source: SourcePrompt, override: str | None = None) -> Mode
             gguf = conf.get("gguf_file")
             return ModelSpec.from_config({"name": name or folder.name, "family": family, "path": str(folder),
                                           "gguf_file": gguf if gguf and (folder / gguf).is_file() else None})
-        conf = _conf_model(str(override))
+        conf = model_config(str(override))
         if conf is None:
             raise ModelError(f"method.source_model '{override}' is neither a folder nor a config under conf/model/: {_FIX}")
         return _spec_from_conf(conf, source)
     if location and Path(str(location)).is_dir() and family:
         run_model = _run_model_config(source)
-        gguf = run_model.get("gguf_file") if run_model else (_conf_model(name) or {}).get("gguf_file")
+        gguf = run_model.get("gguf_file") if run_model else (model_config(name) or {}).get("gguf_file")
         return _spec_from_conf({"name": name or "source", "family": family, "path": str(location), "gguf_file": gguf,
                                 "trust_remote_code": run_model.get("trust_remote_code", False)}, source)
-    conf = _conf_model(name)
+    conf = model_config(name)
     if conf is not None:
         return _spec_from_conf(conf, source)
     raise ModelError(f"the model of source prompt {source.path} (model '{name or '?'}' at '{location or '?'}') is not on "
