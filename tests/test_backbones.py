@@ -189,3 +189,28 @@ def test_bf16_on_a_cpu_needs_native_bf16_instructions_and_says_so_otherwise(monk
     monkeypatch.setattr(loading, "cpu_has_bf16", lambda: True)
     assert loading.pick_dtype(torch.device("cpu"), bf16=True) == torch.bfloat16
     assert loading.pick_dtype(torch.device("cpu"), bf16=False) == torch.float32
+
+
+@pytest.mark.parametrize("family", ["masked_lm", "causal_lm"])
+def test_keeping_the_bottom_blocks_equals_a_model_saved_with_that_depth(family, tiny_models, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    auto = AutoModelForMaskedLM if family == "masked_lm" else AutoModelForCausalLM
+    depth_key = "num_hidden_layers" if family == "masked_lm" else "n_layer"
+    shallow = auto.from_pretrained(tiny_models[family], **{depth_key: 1})
+    shallow.save_pretrained(tmp_path / "shallow")
+    AutoTokenizer.from_pretrained(tiny_models[family]).save_pretrained(tmp_path / "shallow")
+    expected_spec = ModelSpec.from_config({"name": "shallow", "family": family, "path": str(tmp_path / "shallow")})
+    expected = build_backbone(expected_spec, device="cpu")
+    expected.set_verbalizer(TASK.verbalizer)
+
+    truncated = backbone_for(family, tiny_models)
+    full = truncated.label_logits(batch_for(truncated), torch.zeros(1, 3, truncated.hidden_size))
+    truncated.keep_bottom_layers(1)
+    assert len(truncated.transformer_layers()) == 1
+    batch, prompt = batch_for(truncated), torch.zeros(1, 3, truncated.hidden_size)
+    got = truncated.label_logits(batch, prompt)
+    torch.testing.assert_close(got, expected.label_logits(batch, prompt))
+    assert not torch.allclose(got, full)
+    with pytest.raises(ValueError, match="cannot keep 5"):
+        truncated.keep_bottom_layers(5)

@@ -110,3 +110,10 @@ def test_bad_gdfo_settings_are_refused_before_loading(mirror):
         experiment.plan(make(mirror, "method=gdfo", "method.gdfo.gd=false", "method.gdfo.dfo=false"))
     with pytest.raises(ConfigError, match="neither a model config"):
         experiment.plan(make(mirror, "method=gdfo", "method.gdfo.student=no_such_model"))
+
+
+def test_a_student_shallower_than_its_checkpoint_keeps_only_its_bottom_blocks(mirror, tmp_path, tiny_models):
+    results = run(mirror, tmp_path / "run", tiny_models, "method.gdfo.student_depth=1", "method.gdfo.student_layers=1")
+    assert results["method_info"]["student_blocks"] == 1
+    with pytest.raises(ConfigError, match="student_depth must be a positive"):
+        experiment.plan(make(mirror, "method=gdfo", "method.gdfo.student_depth=0"))

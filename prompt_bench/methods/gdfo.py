@@ -200,6 +200,8 @@ class GDFO(BBT):
         for key in ("gd_steps", "distill_steps", "distill_prompts"):
             if int(g[key]) < 0:
                 raise ConfigError(f"method.gdfo.{key} must be >= 0, got {g[key]}")
+        if g.get("student_depth") is not None and int(g["student_depth"]) <= 0:
+            raise ConfigError(f"method.gdfo.student_depth must be a positive number of blocks or null, got {g['student_depth']}")
         if int(g["student_layers"]) < 0:
             raise ConfigError(f"method.gdfo.student_layers must be >= 0, got {g['student_layers']}")
         student_spec(g)
@@ -214,6 +216,8 @@ class GDFO(BBT):
                                               alpha=float(cfg["alpha"]), seed=ctx.seed, device=api.device)
         torch.manual_seed(ctx.seed)
         student_backbone = build_backbone(student_spec(g), device=str(api.device))
+        if g.get("student_depth"):
+            student_backbone.keep_bottom_layers(int(g["student_depth"]))
         student = Student(student_backbone, ctx, g, n_tokens, sigma)
         search = _Harmonized(AskTellSearch(ctx.optimizer, dim, budget=api.budget, seed=ctx.seed), student, g)
 
@@ -223,7 +227,8 @@ class GDFO(BBT):
         return Solution(
             prompt=teacher_projection(best_z[None])[0].detach(), tensors={"z": best_z},
             meta={"best_dev": state.best_dev, "best_calls": state.best_calls, "projection_std": teacher_projection.std,
-                  "student": student_backbone.spec.name, "student_trained_tensors": len(student.params),
+                  "student": student_backbone.spec.name, "student_blocks": len(student_backbone.transformer_layers()),
+                  "student_trained_tensors": len(student.params),
                   "gd_suggestions": suggestions, "distill": bool(g["distill"]), "gd": bool(g["gd"]), "dfo": bool(g["dfo"]),
                   "harmonize": str(g["harmonize"])},
             budget_used=api.calls,

@@ -182,6 +182,20 @@ class Backbone:
                 return module
         raise NotImplementedError(f"cannot find the transformer blocks of {type(self.model).__name__}")
 
+    def keep_bottom_layers(self, depth: int) -> None:
+        """Drop every transformer block above the first `depth`: a shallower, cheaper copy of the model
+        (DistilBERT-style truncation), e.g. a student smaller than its teacher."""
+        blocks = self.transformer_layers()
+        if not 0 < depth <= len(blocks):
+            raise ValueError(f"cannot keep {depth} of {self.spec.name}'s {len(blocks)} transformer blocks")
+        del blocks[depth:]
+        config = self.model.config
+        for key in ("num_hidden_layers", "num_layers"):
+            if getattr(config, key, None) is not None:
+                setattr(config, key, depth)
+        if isinstance(getattr(config, "layer_types", None), list):  # newer configs list one entry per block
+            config.layer_types = config.layer_types[:depth]
+
     def _chunks(self, sorted_lengths: list[int], n_prompts: int, prompt_len: int):
         """Yield (example slice, prompt slices) so each forward stays under the token budget."""
         budget = self.max_tokens_per_forward
