@@ -33,6 +33,8 @@ class EncodedSplit:
     device: torch.device
     #: per row, the classes it may take (multitask splits over a union of label words); None: all
     allowed: list[list[bool]] | None = None
+    #: per row, the index of the task it comes from (multitask splits); None: a single task
+    tasks: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -53,6 +55,7 @@ class EncodedSplit:
             labels=torch.tensor([self.labels[i] for i in index], device=self.device),
             class_mask=None if self.allowed is None
             else torch.tensor([self.allowed[i] for i in index], dtype=torch.bool, device=self.device),
+            task_ids=None if self.tasks is None else torch.tensor([self.tasks[i] for i in index], device=self.device),
         )
 
 

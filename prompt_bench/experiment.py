@@ -88,6 +88,11 @@ def plan(cfg: DictConfig) -> Plan:
     if setting == "multitask":
         for spec in multitask.task_specs(cfg):
             spec.template_for(model.family)
+        if multitask.task_tokens(cfg) and not method_cls.task_specific_prompts:
+            raise ConfigError(
+                f"setting.prompt=shared+task needs a method that trains task-specific prompts (prompt_tuning); "
+                f"method={cfg.method.name} trains one shared prompt: use setting.prompt=shared"
+            )
     else:
         task.template_for(model.family)
     method_cls.check(method_cfg)
@@ -295,6 +300,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         if cfg.run.get("track_test") else None,
         cache_dir=Path(str(cfg.run.root)) / "cache", mirror_root=loading.mirror_root(cfg.data.mirror),
         eval_batch_size=eval_batch, train_examples=list(data.train) if mixture is None else None,
+        n_tasks=0 if mixture is None else len(mixture.tests), task_tokens=multitask.task_tokens(cfg),
     )
     if the_plan.method_cls.access == "black_box":
         ctx.blackbox = BlackBoxAPI(backbone, train, budget=int(method_cfg["budget"]))

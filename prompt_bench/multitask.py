@@ -25,6 +25,14 @@ from prompt_bench.tasks import metrics
 from prompt_bench.tasks.spec import TaskSpec
 
 MIXING = ("proportional", "uniform", "temperature")
+PROMPTS = ("shared", "shared+task")
+
+
+def task_tokens(cfg: DictConfig) -> int:
+    """Soft tokens each task adds after the shared prompt (`setting.prompt=shared+task`); 0 for one shared prompt."""
+    if str(cfg.setting.name) != "multitask" or str(cfg.setting.get("prompt", "shared")) == "shared":
+        return 0
+    return int(cfg.setting.task_tokens)
 
 
 def task_specs(cfg: DictConfig) -> list[TaskSpec]:
@@ -34,6 +42,10 @@ def task_specs(cfg: DictConfig) -> list[TaskSpec]:
     specs = [conf_files.task_spec(str(name), "setting.tasks") for name in names]
     if str(cfg.setting.mixing) not in MIXING:
         raise ConfigError(f"setting.mixing={cfg.setting.mixing} is not one of {', '.join(MIXING)}")
+    if str(cfg.setting.get("prompt", "shared")) not in PROMPTS:
+        raise ConfigError(f"setting.prompt={cfg.setting.prompt} is not one of {', '.join(PROMPTS)}")
+    if str(cfg.setting.get("prompt", "shared")) == "shared+task" and int(cfg.setting.task_tokens) <= 0:
+        raise ConfigError(f"setting.task_tokens must be positive with setting.prompt=shared+task, got {cfg.setting.task_tokens}")
     if int(cfg.setting.k) <= 0:
         raise ConfigError(f"setting.k must be a positive number of examples per class, got {cfg.setting.k}")
     return specs
@@ -85,9 +97,10 @@ class MultitaskData:
 
 
 def _combine(parts: list[tuple[EncodedSplit, list[int], int]], n_union: int) -> EncodedSplit:
-    """Concatenate per-task splits, labels moved into the union, each row allowed only its task's classes."""
-    ids, target, labels, groups, allowed = [], [], [], [], []
-    for split, to_union, times in parts:
+    """Concatenate per-task splits, labels moved into the union, each row allowed only its task's classes
+    and tagged with its task's index."""
+    ids, target, labels, groups, allowed, tasks = [], [], [], [], [], []
+    for task, (split, to_union, times) in enumerate(parts):
         mask = [False] * n_union
         for u in to_union:
             mask[u] = True
@@ -97,8 +110,9 @@ def _combine(parts: list[tuple[EncodedSplit, list[int], int]], n_union: int) -> 
             labels += [to_union[y] for y in split.labels]
             groups += split.groups
             allowed += [list(mask)] * len(split)
+            tasks += [task] * len(split)
     first = parts[0][0]
-    return EncodedSplit(ids, target, labels, groups, first.pad_id, first.device, allowed)
+    return EncodedSplit(ids, target, labels, groups, first.pad_id, first.device, allowed, tasks)
 
 
 def prepare(cfg: DictConfig, backbone: Backbone, prompt_len: int, load_data) -> MultitaskData:
@@ -109,11 +123,13 @@ def prepare(cfg: DictConfig, backbone: Backbone, prompt_len: int, load_data) -> 
     per_task = []
     out = MultitaskData(task=union, train=None, dev=None)  # type: ignore[arg-type]
     single = OmegaConf.merge(cfg, {"setting": {"name": "few_shot", "k": int(cfg.setting.k)}})
-    for spec, to_union in zip(specs, index):
+    prompt_len += task_tokens(cfg)
+    for number, (spec, to_union) in enumerate(zip(specs, index)):
         data = load_data(single, spec)
         train = encode_split(data.train, spec, backbone, prompt_len)
         dev = encode_split(data.dev, spec, backbone, prompt_len)
         test = encode_split(data.test, spec, backbone, prompt_len)
+        test.tasks = [number] * len(test)
         per_task.append((spec, to_union, train, dev))
         out.tests[spec.name] = (spec, test, to_union)
         out.notes += [f"{spec.name}: {n}" for n in data.notes]

@@ -64,3 +64,45 @@ def test_each_task_in_the_mixture_predicts_as_it_would_alone(mirror, tmp_path):
     mixed = experiment.run(make(mirror, *MT, "method=manual"), tmp_path / "mixed")
     alone = experiment.run(make(mirror, "method=manual", "task=sst2", "setting.k=2"), tmp_path / "alone")
     assert mixed["test"]["sst2/accuracy"] == alone["test"]["accuracy"]
+
+
+def test_each_row_is_prompted_by_the_shared_prompt_then_its_own_tasks(tiny_models):
+    import torch
+
+    from prompt_bench.batching import encode_split
+    from prompt_bench.models import ModelSpec, build_backbone
+    from prompt_bench.prompts.task_specific import task_prompt_logits
+    from prompt_bench.tasks.spec import Example
+
+    backbone = build_backbone(ModelSpec.from_config({"name": "t", "family": "masked_lm", "path": str(tiny_models["masked_lm"])}),
+                              device="cpu")
+    task = spec("a", ["bad", "great"])
+    backbone.set_verbalizer(task.verbalizer)
+    split = encode_split([Example({"s": s}, 0) for s in ["good film", "dull", "a mess", "fine"]], task, backbone, 5)
+    split.tasks = [1, 0, 1, 0]
+    batch = split.batch()
+    torch.manual_seed(0)
+    shared, own = torch.randn(3, backbone.hidden_size), torch.randn(2, 2, backbone.hidden_size)
+    got = task_prompt_logits(backbone, batch, shared, own)
+    for row, t in enumerate(split.tasks):
+        alone = backbone.label_logits(split.batch([row]), torch.cat([shared, own[t]]).unsqueeze(0))[0, 0]
+        torch.testing.assert_close(got[row], alone)
+    assert not torch.allclose(got[0], task_prompt_logits(backbone, batch, shared, own.flip(0))[0])
+
+
+def test_shared_plus_task_prompts_are_trained_and_saved_per_task(mirror, tmp_path):
+    from prompt_bench.artifacts import load_tensors
+
+    results = experiment.run(make(mirror, *MT, "setting.prompt=shared+task", "setting.task_tokens=2", "method=prompt_tuning",
+                                  "method.n_prompt_tokens=3", "method.max_steps=2", "method.eval_every=2",
+                                  "method.batch_size=4"), tmp_path / "run")
+    tensors, _ = load_tensors(tmp_path / "run" / "prompt.safetensors")
+    assert tensors["prompt"].shape[0] == 3 and tensors["task_prompts"].shape[:2] == (2, 2)
+    assert {"sst2/accuracy", "cb/accuracy", "average"} <= set(results["test"])
+
+
+def test_task_specific_prompts_are_refused_by_methods_that_train_one_prompt(mirror):
+    with pytest.raises(ConfigError, match="use setting.prompt=shared"):
+        experiment.plan(make(mirror, *MT, "setting.prompt=shared+task", "method=bbt"))
+    with pytest.raises(ConfigError, match="setting.prompt"):
+        experiment.plan(make(mirror, *MT, "setting.prompt=both"))

@@ -34,6 +34,8 @@ class FitContext:
     eval_batch_size: int = 64
     train_examples: list | None = None  # the few-shot train examples as text, for methods with a second model
     progress: bool = True
+    n_tasks: int = 0  # setting=multitask: how many tasks the mixture holds (rows carry their task's index)
+    task_tokens: int = 0  # setting.prompt=shared+task: each task's own soft tokens after the shared prompt
     backbone: Backbone | None = None  # white-box methods only
     blackbox: Any = None  # black-box methods only: a BlackBoxAPI
 
@@ -57,6 +59,8 @@ class Method:
 
     #: "none" (trains nothing), "gradient" (white-box), or "black_box" (only API calls)
     access: ClassVar[str] = "none"
+    #: trains a task-specific prompt per task after the shared one under setting.prompt=shared+task
+    task_specific_prompts: ClassVar[bool] = False
 
     @classmethod
     def check(cls, method_cfg: dict[str, Any]) -> None:

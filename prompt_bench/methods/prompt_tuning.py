@@ -6,10 +6,12 @@ from prompt_bench.errors import ConfigError
 from prompt_bench.methods.base import FitContext, Method, Solution
 from prompt_bench.methods.training import train
 from prompt_bench.prompts.soft import initial_prompt
+from prompt_bench.prompts.task_specific import TaskPromptSolution, task_prompt_logits
 
 
 class PromptTuning(Method):
     access = "gradient"
+    task_specific_prompts = True
 
     @classmethod
     def check(cls, cfg) -> None:
@@ -23,15 +25,22 @@ class PromptTuning(Method):
         # The prompt stays fp32 even on a bf16 model (the backbone casts it per forward), so Adam's
         # small updates are not rounded away.
         prompt = init.to(device=backbone.device, dtype=torch.float32).requires_grad_(True)
-        best, summary = train(
-            ctx,
-            {"prompt": prompt},
-            lambda batch: backbone.label_logits(batch, prompt.unsqueeze(0))[0],
-            max_steps=int(cfg["max_steps"]),
-            batch_size=int(cfg["batch_size"]),
-            eval_every=int(cfg["eval_every"]),
-        )
-        return Solution(prompt=best["prompt"], meta={**summary, "init": str(cfg["init"])}, budget_used=summary["steps"])
+        params = {"prompt": prompt}
+        scorer = lambda batch: backbone.label_logits(batch, prompt.unsqueeze(0))[0]  # noqa: E731
+        if ctx.task_tokens:
+            # Each task's own part starts from vocabulary words too (whatever the shared init), drawn per task.
+            own = [initial_prompt("vocab", ctx.task_tokens, backbone.word_embeddings.weight, ctx.seed + 1 + t)
+                   for t in range(ctx.n_tasks)]
+            task_prompts = torch.stack(own).to(device=backbone.device, dtype=torch.float32).requires_grad_(True)
+            params["task_prompts"] = task_prompts
+            scorer = lambda batch: task_prompt_logits(backbone, batch, prompt, task_prompts)  # noqa: E731
+        best, summary = train(ctx, params, scorer, max_steps=int(cfg["max_steps"]), batch_size=int(cfg["batch_size"]),
+                              eval_every=int(cfg["eval_every"]))
+        meta = {**summary, "init": str(cfg["init"])}
+        if ctx.task_tokens:
+            return TaskPromptSolution(prompt=best["prompt"], tensors={"task_prompts": best["task_prompts"]},
+                                      meta={**meta, "task_tokens": ctx.task_tokens}, budget_used=summary["steps"])
+        return Solution(prompt=best["prompt"], meta=meta, budget_used=summary["steps"])
 
 
 METHOD = PromptTuning

@@ -38,9 +38,15 @@ class EncodedBatch:
     labels: Tensor  # [B]
     #: [B, C] classes each row may take (multitask: the union of the tasks' label words, own task's allowed)
     class_mask: Tensor | None = None
+    #: [B] the task each row comes from (multitask), for prompts with task-specific parts
+    task_ids: Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
+
+    def rows(self, index: Tensor) -> "EncodedBatch":
+        """The sub-batch of the rows in `index`."""
+        return EncodedBatch(**{name: None if value is None else value[index] for name, value in vars(self).items()})
 
     def mask_logits(self, logits: Tensor) -> Tensor:
         """Logits [..., B, C] with the classes a row may not take pushed far down (finite, so losses and
