@@ -1,0 +1,178 @@
+"""conf/experiment/*: the paper presets (`prompt-bench -m +experiment=<name>`). Each preset's sweep is expanded
+exactly as Hydra's basic sweeper expands it (the preset's hydra.sweeper.params, then the command line), and every
+job of the grid is composed and put through the checks a run makes before loading anything."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import OmegaConf
+
+from prompt_bench.cli import CONF_DIR
+from prompt_bench.experiment import plan
+
+PRESETS = sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml"))
+#: config groups a preset may sweep or pick; every value must be a conf/<group>/<value>.yaml
+GROUPS = ("method", "model", "task", "setting", "optimizer", "logger")
+PAPER_SEEDS = ["13", "21", "42", "87", "100"]
+
+
+def make(*overrides: str, conf_dir: str = CONF_DIR):
+    with initialize_config_dir(config_dir=conf_dir, version_base=None):
+        return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+
+
+def preset_jobs(name: str, *command_line: str, conf_dir: str = CONF_DIR) -> list[list[str]]:
+    """The job override lists `prompt-bench -m +experiment=<name> <command_line>` launches (BasicSweeper.sweep)."""
+    cfg = make(f"+experiment={name}", conf_dir=conf_dir)
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    overrides = OverridesParser.create().parse_overrides([*params, f"+experiment={name}", *command_line])
+    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def choices(jobs: list[list[str]], key: str) -> list[str]:
+    """The values a key takes over the jobs, in sweep order."""
+    seen = {}
+    for job in jobs:
+        for override in job:
+            k, _, v = override.partition("=")
+            if k == key:
+                seen[v] = None
+    return list(seen)
+
+
+def unknown_choices(jobs: list[list[str]], conf_dir: str = CONF_DIR) -> list[str]:
+    """`group=value` overrides of the jobs that name no conf/<group>/<value>.yaml."""
+    bad = {}
+    for job in jobs:
+        for override in job:
+            key, _, value = override.lstrip("+~").partition("=")
+            group = key.split("/")[-1]
+            if group in GROUPS and not (Path(conf_dir) / group / f"{value}.yaml").is_file():
+                bad[f"{group}={value}"] = None
+    return list(bad)
+
+
+def test_there_is_a_preset_per_paper_table():
+    assert {"bbt_paper", "dp_superglue", "recycling_grid"} <= set(PRESETS)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_a_preset_sweeps_only_methods_tasks_and_models_that_exist(name):
+    jobs = preset_jobs(name)
+    assert len(jobs) > 1
+    assert unknown_choices(jobs) == []
+
+
+def covering(jobs: list[list[str]]) -> list[list[str]]:
+    """Jobs in which every value of every swept key appears at least once (the pre-load checks depend on the
+    method with the setting and on the task with the model, never on a pair of swept values), seeds aside."""
+    picked, seen = [], set()
+    for job in jobs:
+        new = {o for o in job if not o.startswith("seed=")} - seen
+        if new:
+            picked.append(job)
+            seen |= new
+    return picked
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_method_and_task_of_a_preset_composes_and_passes_the_checks_made_before_loading(name):
+    preset = make(f"+experiment={name}")
+    jobs = covering(preset_jobs(name))
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        for job in jobs:
+            cfg = compose(config_name="config", overrides=job)
+            the_plan = plan(cfg)
+            # the preset's model and setting reach every job unless the sweep itself ranges over them
+            if "model" not in preset.hydra.sweeper.params:
+                assert cfg.model.name == preset.model.name
+            assert cfg.setting == preset.setting
+            assert the_plan.task.name == cfg.task.name
+
+
+def test_bbt_paper_is_the_bbt_table_on_roberta_large_at_the_papers_black_box_settings():
+    cfg = make("+experiment=bbt_paper")
+    assert cfg.model.name == "roberta_large" and cfg.model.id == "roberta-large"
+    assert (cfg.setting.name, cfg.setting.k) == ("few_shot", 16)
+    jobs = preset_jobs("bbt_paper")
+    methods = choices(jobs, "method")
+    assert {"manual", "prompt_tuning", "p_tuning_v2", "fine_tuning", "bbt", "bbtv2"} <= set(methods)
+    # BBT's seven tasks less the two the mirror lacks (Yelp polarity, DBPedia)
+    assert choices(jobs, "task") == ["sst2", "ag_news", "mrpc", "snli", "rte"]
+    assert choices(jobs, "seed") == PAPER_SEEDS
+    assert len(jobs) == len(methods) * 5 * 5
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        for method in ("bbt", "bbtv2", "clip_tuning", "gdfo"):
+            job = compose(config_name="config", overrides=[f"method={method}", "task=rte", "+experiment=bbt_paper"])
+            # BBT's Table 2: prompt length 50, subspace dimension 500, popsize 20, cross entropy, 8,000 API calls
+            assert (job.method.n_prompt_tokens, job.method.intrinsic_dim, job.method.budget) == (50, 500, 8000)
+            assert (job.method.loss, job.optimizer.name, job.optimizer.popsize) == ("ce", "cma", 20)
+        assert compose(config_name="config", overrides=["method=prompt_tuning", "+experiment=bbt_paper"]
+                       ).method.n_prompt_tokens == 50
+
+
+def test_dp_superglue_is_the_superglue_grid_on_t5_large_with_dpts_training_length():
+    cfg = make("+experiment=dp_superglue")
+    assert cfg.model.name == "t5_large_lm" and cfg.model.id == "google/t5-large-lm-adapt"
+    assert cfg.setting.name == "full_data"
+    jobs = preset_jobs("dp_superglue")
+    assert choices(jobs, "method") == ["prompt_tuning", "p_tuning_v2", "dynamic_prompting"]
+    assert choices(jobs, "task") == ["boolq", "cb", "superglue_rte", "wic", "multirc"]
+    assert len(jobs) == 3 * 5 * 3
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        for method in ("prompt_tuning", "p_tuning_v2", "dynamic_prompting"):
+            job = next(j for j in jobs if f"method={method}" in j)
+            m = compose(config_name="config", overrides=job).method
+            assert (m.name, m.n_prompt_tokens, m.max_steps, m.eval_every, m.batch_size) == (method, 20, 20000, 500, 32)
+
+
+def test_a_command_line_sweep_replaces_the_presets_and_keeps_the_rest():
+    # the command the dp_superglue comment gives for DPT's optimizer on the two soft-prompt methods
+    jobs = preset_jobs("dp_superglue", "method=prompt_tuning,dynamic_prompting", "optimizer=adafactor",
+                       "optimizer.lr=0.3")
+    assert choices(jobs, "method") == ["prompt_tuning", "dynamic_prompting"]
+    assert len(jobs) == 2 * 5 * 3 and all("optimizer=adafactor" in job for job in jobs)
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        for job in (jobs[0], jobs[-1]):
+            run = compose(config_name="config", overrides=job)
+            # a method's own optimizer.lr (0.01) would otherwise outlive the switch to adafactor
+            assert (run.optimizer.name, run.optimizer.lr, run.method.max_steps) == ("adafactor", 0.3, 20000)
+
+
+def test_recycling_grid_trains_source_prompts_where_recycle_grid_py_looks_for_them():
+    cfg = make("+experiment=recycling_grid")
+    assert (cfg.method.name, cfg.optimizer.name, cfg.optimizer.lr) == ("prompt_tuning", "adafactor", 0.3)
+    assert (cfg.setting.name, cfg.method.max_steps) == ("full_data", 20000)
+    jobs = preset_jobs("recycling_grid")
+    assert choices(jobs, "model") == ["t5_base_lm", "t5_large_lm"]
+    assert len(jobs) == 2 * 1 * 3
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        for job in jobs:
+            run = compose(config_name="config", overrides=job, return_hydra_config=True)
+            sweep_dir = OmegaConf.select(run, "hydra.sweep.dir")
+            subdir = OmegaConf.select(run, "hydra.sweep.subdir")
+            # the folders the preset's comment hands to scripts/recycle_grid.py
+            assert sweep_dir == "outputs/experiments/recycling_grid"
+            assert subdir.startswith(f"sst2/prompt_tuning/{run.model.name}/seed")
+
+
+def test_a_preset_naming_an_unknown_task_is_caught(tmp_path):
+    conf = tmp_path / "conf"
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "experiment" / "typo.yaml").write_text(
+        "# @package _global_\n"
+        "hydra:\n  sweeper:\n    params:\n      method: bbt\n      task: sst2,yelp_p\n      seed: 13,21\n"
+    )
+    jobs = preset_jobs("typo", conf_dir=str(conf))
+    assert unknown_choices(jobs, conf_dir=str(conf)) == ["task=yelp_p"]
+    bad = next(job for job in jobs if "task=yelp_p" in job)
+    with initialize_config_dir(config_dir=str(conf), version_base=None):
+        with pytest.raises(HydraException, match="yelp_p"):
+            compose(config_name="config", overrides=bad)
