@@ -103,3 +103,47 @@ def test_a_sweeps_jobs_share_one_wandb_group_named_after_the_sweep(mirror, tmp_p
     assert done.returncode == 0, done.stderr
     configs = [yaml.safe_load(p.read_text()) for p in tmp_path.rglob("config.yaml") if "seed" in p.parent.name]
     assert len(configs) == 2 and {c["logger"]["group"] for c in configs} == {"my-sweep"}
+
+
+def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(mirror, tmp_path):
+    """SIGKILL, not a polite interrupt: whatever the last checkpoint holds must be enough to finish the run
+    exactly as an uninterrupted one does (same test score, same prompt, same metrics)."""
+    import json
+    import os
+    import signal
+    import time
+
+    from prompt_bench.artifacts import load_tensors
+
+    args = ["method=bbt", "task=sst2", "method.budget=300", "method.intrinsic_dim=20", "method.n_prompt_tokens=4",
+            "optimizer.popsize=10", "method.eval_every=100", "logger=none", "run.progress=false", f"data.mirror={mirror}"]
+    reference = cli(*args, f"run.root={tmp_path / 'reference'}")
+    assert reference.returncode == 0, reference.stderr
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    job = subprocess.Popen([EXE, *args, f"run.root={tmp_path / 'killed'}"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, cwd=ROOT, env=env, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "killed").rglob("checkpoint/state.json")):
+        assert job.poll() is None and time.monotonic() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    [state] = list((tmp_path / "killed").rglob("checkpoint/state.json"))
+    assert json.loads(state.read_text())["calls"] < 300 and not list((tmp_path / "killed").rglob("results.json"))
+
+    resumed = cli(*args, f"run.root={tmp_path / 'killed'}")
+    assert resumed.returncode == 0, resumed.stderr
+    [ref_dir], [run_dir] = [[p.parent for p in (tmp_path / d).rglob("results.json")] for d in ("reference", "killed")]
+    ref, got = (json.loads((d / "results.json").read_text()) for d in (ref_dir, run_dir))
+    assert got["test"] == ref["test"] and got["budget_used"] == ref["budget_used"] == 300
+    a, _ = load_tensors(ref_dir / "prompt.safetensors")
+    b, _ = load_tensors(run_dir / "prompt.safetensors")
+    assert torch_equal(a["prompt"], b["prompt"])
+    assert (ref_dir / "metrics.jsonl").read_text() == (run_dir / "metrics.jsonl").read_text()
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
