@@ -21,7 +21,7 @@ import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from prompt_bench import __version__, multitask
+from prompt_bench import __version__, full_data, multitask
 from prompt_bench.artifacts import save_tensors
 from prompt_bench.batching import encode_split
 from prompt_bench.checkpoint import Checkpoint
@@ -46,7 +46,6 @@ _OPTIMIZER_FOR_ACCESS = {
 
 #: the settings `load_data` knows how to split (one conf/setting/<name>.yaml each); the first two are few-shot
 SETTINGS = ("few_shot", "fewglue", "full_data", "multitask")
-_FEW_SHOT_SETTINGS = ("few_shot", "fewglue", "multitask")
 
 
 def _unknown_setting(name: str) -> ConfigError:
@@ -98,12 +97,8 @@ def plan(cfg: DictConfig) -> Plan:
     method_cls.check(method_cfg)
     if setting not in SETTINGS:
         raise _unknown_setting(setting)
-    if method_cls.access == "black_box" and setting not in _FEW_SHOT_SETTINGS:
-        # Every API call scores the whole train set, which is only affordable for few-shot splits.
-        raise ConfigError(
-            f"method={cfg.method.name} scores every candidate on the whole train set, so it needs setting=few_shot "
-            f"or setting=fewglue (got setting={setting})"
-        )
+    if setting == "full_data":
+        full_data.check(cfg.setting)
     if setting == "few_shot" and int(cfg.setting.k) <= 0:
         raise ConfigError(f"setting.k must be a positive number of examples per class, got {cfg.setting.k}")
     if setting == "fewglue":
@@ -265,6 +260,8 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
     else:
         task = the_plan.task
         data = load_data(cfg, task)
+        if str(cfg.setting.name) == "full_data" and the_plan.method_cls.access == "black_box":
+            data.train = full_data.black_box_sample(cfg.setting, data.train, int(cfg.seed))
         backbone.set_verbalizer(task.verbalizer)
         train = encode_split(data.train, task, backbone, the_plan.prompt_len)
         dev = encode_split(data.dev, task, backbone, the_plan.prompt_len)
@@ -291,6 +288,8 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         tags=[task.name, str(cfg.setting.name), the_plan.model.name],
     )
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    if str(cfg.setting.name) == "full_data" and the_plan.method_cls.access == "gradient":
+        method_cfg = full_data.schedule(cfg.setting, method_cfg, len(train))
     ctx = FitContext(
         task=task, train=train, dev=dev, method=method_cfg,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), seed=int(cfg.seed), tracker=tracker,
@@ -301,6 +300,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         cache_dir=Path(str(cfg.run.root)) / "cache", mirror_root=loading.mirror_root(cfg.data.mirror),
         eval_batch_size=eval_batch, train_examples=list(data.train) if mixture is None else None,
         n_tasks=0 if mixture is None else len(mixture.tests), task_tokens=multitask.task_tokens(cfg),
+        patience=cfg.setting.get("patience"),
     )
     if the_plan.method_cls.access == "black_box":
         ctx.blackbox = BlackBoxAPI(backbone, train, budget=int(method_cfg["budget"]))

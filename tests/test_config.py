@@ -93,6 +93,6 @@ def test_k_larger_than_a_class_has_names_the_task_and_the_fix(mirror):
         load_data(cfg, plan(cfg).task)
 
 
-def test_black_box_methods_refuse_a_full_data_train_set():
-    with pytest.raises(ConfigError, match="setting=few_shot"):
-        plan(make("method=bbt", "setting=full_data"))
+def test_full_data_knobs_must_be_positive_or_null():
+    with pytest.raises(ConfigError, match="setting.patience must be a positive number or null"):
+        plan(make("method=prompt_tuning", "setting=full_data", "setting.patience=0"))

@@ -36,6 +36,7 @@ class FitContext:
     progress: bool = True
     n_tasks: int = 0  # setting=multitask: how many tasks the mixture holds (rows carry their task's index)
     task_tokens: int = 0  # setting.prompt=shared+task: each task's own soft tokens after the shared prompt
+    patience: int | None = None  # gradient training stops after this many dev evaluations without a new best
     backbone: Backbone | None = None  # white-box methods only
     blackbox: Any = None  # black-box methods only: a BlackBoxAPI
 

@@ -63,9 +63,11 @@ def train(
         score = scores[ctx.primary_metric]
         record = {f"dev/{k}": v for k, v in scores.items()}
         if score > best["score"]:
-            best = {"score": score, "step": at}
+            best = {"score": score, "step": at, "stale": 0}
             best_params = {k: v.detach().clone() for k, v in params.items()}
             test_of_best = None
+        else:
+            best["stale"] = best.get("stale", 0) + 1
         if ctx.test_score is not None:
             # For curves only (run.track_test): the test score of the best-on-dev parameters so far.
             if test_of_best is None:
@@ -82,7 +84,10 @@ def train(
     if step == 0:
         evaluate(0)
     bar = tqdm(total=max_steps, initial=step, desc="train", disable=not ctx.progress, leave=False)
-    while step < max_steps:
+    def patience_left() -> bool:
+        return ctx.patience is None or best.get("stale", 0) < int(ctx.patience)
+
+    while step < max_steps and patience_left():
         index = _batch_order(len(ctx.train), batch_size, ctx.seed, step)
         batch = ctx.train.batch(index)
         logits = scorer(batch) if train_scorer is None else train_scorer(batch, step)
@@ -105,4 +110,5 @@ def train(
                 {"step": step, "best": best},
             )
     bar.close()
-    return best_params, {"best_dev": best["score"], "best_step": best["step"], "steps": step}
+    return best_params, {"best_dev": best["score"], "best_step": best["step"], "steps": step,
+                         "stopped_early": step < max_steps}
