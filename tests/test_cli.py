@@ -58,8 +58,9 @@ def test_bad_input_gets_one_clear_line_and_no_traceback(tmp_path, args, expected
     assert expected in done.stderr
 
 
-@pytest.mark.parametrize("group, value", [("task", "no_such_task"), ("method", "no_such_method")])
-def test_an_unknown_task_or_method_lists_the_available_ones(tmp_path, group, value):
+@pytest.mark.parametrize("group, value", [("task", "no_such_task"), ("method", "no_such_method"),
+                                          ("experiment", "no_such_preset")])
+def test_an_unknown_task_method_or_preset_lists_the_available_ones(tmp_path, group, value):
     done = cli(f"{group}={value}", "logger=none", f"run.root={tmp_path}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert value in done.stderr and "Available options" in done.stderr

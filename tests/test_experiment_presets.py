@@ -1,4 +1,4 @@
-"""conf/experiment/*: the paper presets (`prompt-bench -m +experiment=<name>`). Each preset's sweep is expanded
+"""conf/experiment/*: the paper presets (`prompt-bench -m experiment=<name>`). Each preset's sweep is expanded
 exactly as Hydra's basic sweeper expands it (the preset's hydra.sweeper.params, then the command line), and every
 job of the grid is composed and put through the checks a run makes before loading anything."""
 
@@ -29,10 +29,10 @@ def make(*overrides: str, conf_dir: str = CONF_DIR):
 
 
 def preset_jobs(name: str, *command_line: str, conf_dir: str = CONF_DIR) -> list[list[str]]:
-    """The job override lists `prompt-bench -m +experiment=<name> <command_line>` launches (BasicSweeper.sweep)."""
-    cfg = make(f"+experiment={name}", conf_dir=conf_dir)
+    """The job override lists `prompt-bench -m experiment=<name> <command_line>` launches (BasicSweeper.sweep)."""
+    cfg = make(f"experiment={name}", conf_dir=conf_dir)
     params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
-    overrides = OverridesParser.create().parse_overrides([*params, f"+experiment={name}", *command_line])
+    overrides = OverridesParser.create().parse_overrides([*params, f"experiment={name}", *command_line])
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
@@ -84,7 +84,7 @@ def covering(jobs: list[list[str]]) -> list[list[str]]:
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_every_method_and_task_of_a_preset_composes_and_passes_the_checks_made_before_loading(name):
-    preset = make(f"+experiment={name}")
+    preset = make(f"experiment={name}")
     jobs = covering(preset_jobs(name))
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         for job in jobs:
@@ -98,7 +98,7 @@ def test_every_method_and_task_of_a_preset_composes_and_passes_the_checks_made_b
 
 
 def test_bbt_paper_is_the_bbt_table_on_roberta_large_at_the_papers_black_box_settings():
-    cfg = make("+experiment=bbt_paper")
+    cfg = make("experiment=bbt_paper")
     assert cfg.model.name == "roberta_large" and cfg.model.id == "roberta-large"
     assert (cfg.setting.name, cfg.setting.k) == ("few_shot", 16)
     jobs = preset_jobs("bbt_paper")
@@ -110,16 +110,16 @@ def test_bbt_paper_is_the_bbt_table_on_roberta_large_at_the_papers_black_box_set
     assert len(jobs) == len(methods) * 5 * 5
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         for method in ("bbt", "bbtv2", "clip_tuning", "gdfo"):
-            job = compose(config_name="config", overrides=[f"method={method}", "task=rte", "+experiment=bbt_paper"])
+            job = compose(config_name="config", overrides=[f"method={method}", "task=rte", "experiment=bbt_paper"])
             # BBT's Table 2: prompt length 50, subspace dimension 500, popsize 20, cross entropy, 8,000 API calls
             assert (job.method.n_prompt_tokens, job.method.intrinsic_dim, job.method.budget) == (50, 500, 8000)
             assert (job.method.loss, job.optimizer.name, job.optimizer.popsize) == ("ce", "cma", 20)
-        assert compose(config_name="config", overrides=["method=prompt_tuning", "+experiment=bbt_paper"]
+        assert compose(config_name="config", overrides=["method=prompt_tuning", "experiment=bbt_paper"]
                        ).method.n_prompt_tokens == 50
 
 
 def test_dp_superglue_is_the_superglue_grid_on_t5_large_with_dpts_training_length():
-    cfg = make("+experiment=dp_superglue")
+    cfg = make("experiment=dp_superglue")
     assert cfg.model.name == "t5_large_lm" and cfg.model.id == "google/t5-large-lm-adapt"
     assert cfg.setting.name == "full_data"
     jobs = preset_jobs("dp_superglue")
@@ -147,7 +147,7 @@ def test_a_command_line_sweep_replaces_the_presets_and_keeps_the_rest():
 
 
 def test_recycling_grid_trains_source_prompts_where_recycle_grid_py_looks_for_them():
-    cfg = make("+experiment=recycling_grid")
+    cfg = make("experiment=recycling_grid")
     assert (cfg.method.name, cfg.optimizer.name, cfg.optimizer.lr) == ("prompt_tuning", "adafactor", 0.3)
     assert (cfg.setting.name, cfg.method.max_steps) == ("full_data", 20000)
     jobs = preset_jobs("recycling_grid")
