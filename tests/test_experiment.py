@@ -81,9 +81,11 @@ def test_an_interrupted_bbt_run_resumes_to_the_uninterrupted_result(mirror, tmp_
     with pytest.raises(KeyboardInterrupt):
         experiment.run(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "results.json").exists()
+    before = json.loads((tmp_path / "run" / "checkpoint" / "state.json").read_text())["wall_time_s"]
     monkeypatch.undo()
     resumed = experiment.run(cfg, tmp_path / "run")
     assert resumed["test"] == reference["test"] and resumed["budget_used"] == 60
+    assert resumed["wall_time_s"] >= before > 0
     ref_prompt, _ = load_tensors(tmp_path / "reference" / "prompt.safetensors")
     new_prompt, _ = load_tensors(tmp_path / "run" / "prompt.safetensors")
     torch.testing.assert_close(ref_prompt["prompt"], new_prompt["prompt"], rtol=0, atol=0)
@@ -171,3 +173,15 @@ def test_tracking_test_gives_a_curve_that_ends_at_the_reported_test_score(mirror
     curve = [r for r in read_metrics(tmp_path / "run") if "test/accuracy" in r and "dev/accuracy" in r]
     assert len(curve) >= 3
     assert curve[-1]["test/accuracy"] == results["test"]["accuracy"]
+
+
+def test_a_resumed_run_reports_the_wall_time_of_every_segment_up_to_its_last_checkpoint(tmp_path, monkeypatch):
+    from prompt_bench import checkpoint as checkpoint_module
+
+    clock = iter([100.0, 130.0, 500.0, 510.0])
+    monkeypatch.setattr(checkpoint_module.time, "perf_counter", lambda: next(clock))
+    first = checkpoint_module.Checkpoint(tmp_path)  # clock 100
+    first.save({"z": torch.zeros(2)}, {"calls": 40})  # clock 130: 30 s into the run, then the process dies
+    second = checkpoint_module.Checkpoint(tmp_path)  # clock 500: the resumed segment starts
+    assert second.earlier_s == 30.0
+    assert second.wall_time_s() == 40.0  # clock 510: 30 s before the kill plus 10 s after it
