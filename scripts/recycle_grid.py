@@ -10,6 +10,8 @@ mean test metric of the recycled prompts, the zero-shot manual prompt's score (m
 verbalizer, no prompt), the mean score of random prompts (one per source prompt, drawn as
 `initial_prompt("random", L, target embeddings, seed)` with that source run's seed) and the success rate: the
 fraction of source prompts whose recycled version beats the zero-shot baseline (Lester et al. 2022's measure).
+--tuned-on-target FOLDERS adds the upper reference: prompts tuned directly on the target (prompt-bench runs of the
+same tasks), scored on the same test examples as the recycled ones.
 Each recycler is fitted once per source model (word list and map do not depend on the prompt) with exactly the
 code `method=recycling` runs. Prints a markdown table and writes JSON (default outputs/bench/recycle_grid.json).
 """
@@ -96,6 +98,8 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="the target in bf16 (compute.bf16): CUDA or a CPU with AVX512-BF16/AMX")
     parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--mirror", default="auto")
+    parser.add_argument("--tuned-on-target", nargs="*", type=Path, default=[],
+                        help="folders of prompt-bench runs trained on the target itself: the upper reference")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench" / "recycle_grid.json")
     args = parser.parse_args()
     recyclers = [r.strip() for r in args.recyclers.split(",") if r.strip()]
@@ -110,6 +114,13 @@ def main() -> None:
         if not source.meta.get("task"):
             raise SystemExit(f"recycle_grid: {source.path} has no prompt.json naming its task")
         by_task[source.meta["task"]].append(source)
+
+    tuned = defaultdict(list)
+    for prompt in find_sources(args.tuned_on_target) if args.tuned_on_target else []:
+        if prompt.meta.get("model") != args.target:
+            raise SystemExit(f"recycle_grid: --tuned-on-target {prompt.path} was trained on {prompt.meta.get('model')}, "
+                             f"not on the target {args.target}")
+        tuned[prompt.meta.get("task")].append(prompt)
 
     target_cfg = conf("model", args.target)
     if args.target_path:
@@ -159,6 +170,12 @@ def main() -> None:
 
         manual, manual_s = score(None)
         print(f"{task_name}: {len(test)} test examples; zero-shot manual {key} {manual:.4f} ({manual_s:.1f} s)", flush=True)
+        on_target = []
+        for prompt in tuned.get(task_name, []):
+            own = test if prompt.prompt.shape[0] == longest else encode_split(test_examples, task, target, prompt.prompt.shape[0])
+            value = score_split(Solution(prompt=prompt.prompt).scorer(target), own, task.metric, args.eval_batch_size)[key]
+            on_target.append(value)
+            print(f"  tuned on the target {prompt.path.parent.name}: {value:.4f}", flush=True)
         per_prompt = []
         for source in task_sources:
             length, seed = source.prompt.shape[0], int(source.meta.get("seed", 0))
@@ -173,7 +190,8 @@ def main() -> None:
                 print(f"  {source.path.parent.name} {name}: {value:.4f} (random {random_score:.4f}, {seconds:.1f} s)",
                       flush=True)
             per_prompt.append(entry)
-        task_report = {"metric": key, "n_test": len(test), "manual": manual, "prompts": per_prompt, "recyclers": {}}
+        task_report = {"metric": key, "n_test": len(test), "manual": manual, "prompts": per_prompt, "recyclers": {},
+                       "tuned_on_target": on_target}
         randoms = [p["random"] for p in per_prompt]
         sources_on_source = [p["source_test"] for p in per_prompt if p["source_test"] is not None]
         for name in recyclers:
@@ -187,7 +205,7 @@ def main() -> None:
                                                   for i in infos],
                        "map": infos}
             task_report["recyclers"][name] = summary
-            rows.append((task_name, name, summary, sources_on_source))
+            rows.append((task_name, name, summary, sources_on_source, on_target))
         report["tasks"][task_name] = task_report
 
     report["wall_time_s"] = round(time.perf_counter() - started, 1)
@@ -195,14 +213,16 @@ def main() -> None:
     report["machine"] = {"python": platform.python_version(), "torch": torch.__version__, "device": str(target.device),
                          "threads": torch.get_num_threads()}
     header = ("| task | recycler | prompts | recycled (mean ± std) | zero-shot manual | random prompt (mean) | "
-              "success rate | map held-out rel. error | source prompt on its own model (its full test split) |")
+              "success rate | map held-out rel. error | source prompt on its own model (its full test split) | "
+              "prompt tuned on the target (mean ± std) |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for task_name, name, s, on_source in rows:
+    for task_name, name, s, on_source, on_target in rows:
         held = ", ".join(f"{e:.3f}" for e in s["heldout_relative_error"] if e is not None) or "-"
         own = f"{statistics.fmean(on_source) * 100:.2f}" if on_source else "-"
+        upper = "{:.2f} ± {:.2f} (n={})".format(*(v * 100 for v in mean_std(on_target)), len(on_target)) if on_target else "-"
         lines.append(f"| {task_name} | {name} | {s['n']} | {s['mean'] * 100:.2f} ± {s['std'] * 100:.2f} | "
                      f"{s['manual'] * 100:.2f} | {s['random_mean'] * 100:.2f} | {s['success_rate'] * 100:.0f}% | "
-                     f"{held} | {own} |")
+                     f"{held} | {own} | {upper} |")
     table = "\n".join(lines)
     print()
     print(f"Recycled to {target.spec.name} ({target.hidden_size}-d); test metric in %"
