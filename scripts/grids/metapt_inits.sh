@@ -5,7 +5,7 @@
 #   bash scripts/grids/metapt_inits.sh [OUT]   then   prompt-bench-report OUT
 # Re-running skips finished runs and resumes interrupted ones.
 set -uo pipefail
-OUT=${1:-outputs/closing/issue5}
+OUT=${1:-outputs/closing/metapt_inits}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline}
 COMMON=(logger=none run.progress=false model=minilm setting.k=16
         method.n_prompt_tokens=20 method.max_steps=100 method.eval_every=20

@@ -6,10 +6,10 @@
 #   bash scripts/grids/recycling_minilm_smollm2.sh [OUT] [TASK ...]      (tasks default: sst2 cola)
 # Re-running skips finished prompt tuning runs and resumes interrupted ones.
 set -uo pipefail
-OUT=${1:-outputs/closing/issue7}
+OUT=${1:-outputs/closing/recycling_minilm_smollm2}
 shift || true
-TASKS=("${@:-sst2 cola}")
-read -r -a TASKS <<< "${TASKS[*]}"
+TASKS=("$@")
+[ ${#TASKS[@]} -gt 0 ] || TASKS=(sst2 cola)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline}
 HERE=$(dirname "$0")
 COMMON=(logger=none run.progress=false method=prompt_tuning setting.k=16
