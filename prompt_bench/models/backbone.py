@@ -231,12 +231,30 @@ class Backbone:
     def row_logits(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None = None,
                    extras: dict[str, Tensor] | None = None) -> Tensor:
         """Class logits [N, C] for N rows a method assembled itself (input embeddings with prompts already
-        in place, e.g. Dynamic Prompting's per-instance arrangement); `extras` are per row."""
-        self.row_context = RowContext(dict(extras or {}), 0, 0)
-        try:
-            return self._class_scores(embeds.to(self.dtype), mask, target, prompt_mask)
-        finally:
-            self.row_context = None
+        in place, e.g. Dynamic Prompting's per-instance arrangement); `extras` are per row.
+
+        As in `label_logits`, rows go through the model in length-sorted chunks of at most
+        `max_tokens_per_forward` tokens, each cut after its longest row's last attended token (or its target,
+        if later): nothing past that point is attended or read. Padding every row to the batch's longest
+        made a Dynamic Prompting step 1.4x a prompt tuning step on the same CB batch.
+        """
+        extras = dict(extras or {})
+        columns = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+        extent = torch.maximum((mask > 0).long().mul(columns).amax(1), target + 1)
+        order = torch.argsort(extent, stable=True)
+        sorted_extent = extent[order].tolist()
+        parts = []
+        for rows, _ in self._chunks(sorted_extent, 1, 0):
+            index, width = order[rows], int(sorted_extent[rows.stop - 1])
+            self.row_context = RowContext({k: v[index] for k, v in extras.items()}, 0, 0)
+            try:
+                parts.append(self._class_scores(embeds[index, :width].to(self.dtype), mask[index, :width], target[index],
+                                                None if prompt_mask is None else prompt_mask[index, :width]))
+            finally:
+                self.row_context = None
+        inverse = torch.empty_like(order)
+        inverse[order] = torch.arange(len(order), device=order.device)
+        return torch.cat(parts)[inverse]
 
     def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
         """[N, C] class logits for N prompted sequences; `prompt_mask` [N, T] marks soft-prompt positions."""
