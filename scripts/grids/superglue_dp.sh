@@ -3,16 +3,18 @@
 # setting=fewglue), seeds 13/21/42, 20 prompt tokens, 100 steps, dev every 20; prompt tuning, P-tuning v2, DP
 # (position + length + representation, instance level) and one ablation per DP component (that component off).
 #   bash scripts/grids/superglue_dp.sh [OUT] [extra overrides, e.g. compute.bf16=true]   then   prompt-bench-report OUT
-# Tasks go in two halves so that two copies can run side by side: TASKS=boolq,copa bash ... / TASKS=cb,superglue_rte,wic.
+# Two copies started side by side share the work: a run the other copy holds fails at once with RunBusy (its
+# folder lock) and this copy moves on to the next; finished runs are skipped. BoolQ (long passages, 2,950 test
+# examples) costs about 3x any other task, so it comes first in the main rows and last in the ablations.
 set -uo pipefail
 OUT=${1:-outputs/closing/superglue_dp}
 shift || true
-TASKS=${TASKS:-boolq,cb,copa,superglue_rte,wic}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} WANDB_MODE=${WANDB_MODE:-offline}
-COMMON=(logger=none run.progress=false model=minilm setting=fewglue task="$TASKS" seed=13,21,42
-        method.n_prompt_tokens=20 method.max_steps=100 method.eval_every=20 hydra.sweep.dir="$OUT")
-run() { prompt-bench -m "${COMMON[@]}" "$@"; }
-run method=prompt_tuning,p_tuning_v2,dynamic_prompting "$@"
-run method=dynamic_prompting method.dp.position=off "$@"
-run method=dynamic_prompting method.dp.length=off "$@"
-run method=dynamic_prompting method.dp.representation=off "$@"
+run() { prompt-bench -m logger=none run.progress=false model=minilm setting=fewglue task="$1" seed=13,21,42 \
+          method.n_prompt_tokens=20 method.max_steps=100 method.eval_every=20 hydra.sweep.dir="$OUT" "${@:2}"; }
+run boolq,cb,superglue_rte,wic,copa method=prompt_tuning,p_tuning_v2,dynamic_prompting "$@"
+for tasks in cb,superglue_rte,wic,copa boolq; do
+  for component in position length representation; do
+    run "$tasks" method=dynamic_prompting method.dp.$component=off "$@"
+  done
+done
