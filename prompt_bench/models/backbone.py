@@ -174,9 +174,7 @@ class Backbone:
                     self.row_context = None
                 parts.append(scores.view(chunk.stop - chunk.start, len(index), -1))
             groups.append(torch.cat(parts, dim=0))
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(len(order), device=order.device)
-        return batch.mask_logits(torch.cat(groups, dim=1)[:, inverse])
+        return batch.mask_logits(torch.cat(groups, dim=1)[:, _inverse(order)])
 
     def transformer_layers(self) -> torch.nn.ModuleList:
         """The stack of transformer blocks the input goes through (the encoder's, for seq2seq)."""
@@ -238,7 +236,7 @@ class Backbone:
         if later): nothing past that point is attended or read. Padding every row to the batch's longest
         made a Dynamic Prompting step 1.4x a prompt tuning step on the same CB batch.
         """
-        extras = dict(extras or {})
+        extras = extras or {}
         columns = torch.arange(1, mask.shape[1] + 1, device=mask.device)
         extent = torch.maximum((mask > 0).long().mul(columns).amax(1), target + 1)
         order = torch.argsort(extent, stable=True)
@@ -252,9 +250,7 @@ class Backbone:
                                                 None if prompt_mask is None else prompt_mask[index, :width]))
             finally:
                 self.row_context = None
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(len(order), device=order.device)
-        return torch.cat(parts)[inverse]
+        return torch.cat(parts)[_inverse(order)]
 
     def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
         """[N, C] class logits for N prompted sequences; `prompt_mask` [N, T] marks soft-prompt positions."""
@@ -298,3 +294,10 @@ class Backbone:
 
     def _gather(self, hidden: Tensor, target: Tensor) -> Tensor:
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), target]
+
+
+def _inverse(order: Tensor) -> Tensor:
+    """The permutation that puts rows processed in `order` back in their original places."""
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order), device=order.device)
+    return inverse
