@@ -39,7 +39,7 @@ def family_backbone(request, tiny_models):
 
 
 @torch.no_grad()
-def test_assembled_rows_score_as_if_each_went_through_the_model_alone_whatever_the_chunking(family_backbone):
+def test_assembled_rows_score_as_if_each_went_through_the_model_alone_whatever_the_chunking(family_backbone, monkeypatch):
     batch = batch_for(family_backbone, prompt_len=0)
     # extra trailing padding, which no row attends to, and a budget small enough to force several forwards
     embeds = torch.nn.functional.pad(family_backbone.word_embeddings(batch.input_ids), (0, 0, 0, 7))
@@ -48,11 +48,8 @@ def test_assembled_rows_score_as_if_each_went_through_the_model_alone_whatever_t
         family_backbone.row_logits(embeds[i : i + 1, :n], mask[i : i + 1, :n], batch.target_pos[i : i + 1])
         for i, n in enumerate(batch.attention_mask.sum(1).tolist())
     ])
-    family_backbone.max_tokens_per_forward, before = 2 * int(mask.sum(1).max()), family_backbone.max_tokens_per_forward
-    try:
-        together = family_backbone.row_logits(embeds, mask, batch.target_pos)
-    finally:
-        family_backbone.max_tokens_per_forward = before
+    monkeypatch.setattr(family_backbone, "max_tokens_per_forward", 2 * int(mask.sum(1).max()))
+    together = family_backbone.row_logits(embeds, mask, batch.target_pos)
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
 
 

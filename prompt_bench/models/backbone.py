@@ -160,7 +160,7 @@ class Backbone:
                     rows = (embeds, mask, target)
                 else:
                     rows = self._insert(embeds, mask, target, prompts[chunk])
-                self.row_context = RowContext(
+                context = RowContext(
                     {k: v[chunk].repeat_interleave(len(index), dim=0) for k, v in (extras or {}).items()},
                     self.prompt_offset, prompt_len,
                 )
@@ -168,10 +168,7 @@ class Backbone:
                 if prompt_len and self.reads_prompt_positions:
                     prompt_mask = torch.zeros(rows[1].shape, dtype=torch.bool, device=rows[1].device)
                     prompt_mask[:, self.prompt_offset : self.prompt_offset + prompt_len] = True
-                try:
-                    scores = self._class_scores(*rows, prompt_mask)
-                finally:
-                    self.row_context = None
+                scores = self._scores_in_context(context, *rows, prompt_mask)
                 parts.append(scores.view(chunk.stop - chunk.start, len(index), -1))
             groups.append(torch.cat(parts, dim=0))
         return batch.mask_logits(torch.cat(groups, dim=1)[:, _inverse(order)])
@@ -244,13 +241,20 @@ class Backbone:
         parts = []
         for rows, _ in self._chunks(sorted_extent, 1, 0):
             index, width = order[rows], int(sorted_extent[rows.stop - 1])
-            self.row_context = RowContext({k: v[index] for k, v in extras.items()}, 0, 0)
-            try:
-                parts.append(self._class_scores(embeds[index, :width].to(self.dtype), mask[index, :width], target[index],
-                                                None if prompt_mask is None else prompt_mask[index, :width]))
-            finally:
-                self.row_context = None
+            context = RowContext({k: v[index] for k, v in extras.items()}, 0, 0)
+            parts.append(self._scores_in_context(context, embeds[index, :width].to(self.dtype), mask[index, :width],
+                                                 target[index], None if prompt_mask is None else prompt_mask[index, :width]))
         return torch.cat(parts)[_inverse(order)]
+
+    def _scores_in_context(self, context: RowContext, embeds: Tensor, mask: Tensor, target: Tensor,
+                           prompt_mask: Tensor | None) -> Tensor:
+        """`_class_scores`, with `context` visible to the method's hooks for this forward only (a hook must
+        never see the rows of an earlier forward, even after an exception)."""
+        self.row_context = context
+        try:
+            return self._class_scores(embeds, mask, target, prompt_mask)
+        finally:
+            self.row_context = None
 
     def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
         """[N, C] class logits for N prompted sequences; `prompt_mask` [N, T] marks soft-prompt positions."""
