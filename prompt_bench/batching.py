@@ -1,7 +1,8 @@
 """Examples -> templated token sequences -> padded batches on the backbone's device.
 
 The template is filled per backbone family (a causal LM reads the label as the next token, so its
-text stops at the mask), and long inputs lose words from their longest field, never the template.
+text stops at the mask), and long inputs lose words from their longest field, never the template or the
+prompt: `task.max_length` bounds the templated text alone, and the model's position limit the whole row.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Sequence
 import torch
 
 from prompt_bench.models.backbone import Backbone, EncodedBatch
+from prompt_bench.prompts.placeholders import Placeholders
 from prompt_bench.tasks.spec import MASK, Example, TaskSpec
 
 
@@ -35,6 +37,10 @@ class EncodedSplit:
     allowed: list[list[bool]] | None = None
     #: per row, the index of the task it comes from (multitask splits); None: a single task
     tasks: list[int] | None = None
+    #: placeholder words each row holds at the backbone's prompt offset, a soft prompt is added onto (0: none)
+    prompt_slots: int = 0
+    #: rows whose text lost words to fit the length limits
+    truncated: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -56,18 +62,29 @@ class EncodedSplit:
             class_mask=None if self.allowed is None
             else torch.tensor([self.allowed[i] for i in index], dtype=torch.bool, device=self.device),
             task_ids=None if self.tasks is None else torch.tensor([self.tasks[i] for i in index], device=self.device),
+            prompt_slots=self.prompt_slots,
         )
 
 
-def encode_split(examples: Sequence[Example], task: TaskSpec, backbone: Backbone, prompt_len: int = 0) -> EncodedSplit:
-    """Fill the task's template for this backbone and tokenize, leaving room for `prompt_len` soft tokens."""
+def encode_split(examples: Sequence[Example], task: TaskSpec, backbone: Backbone, prompt_len: int = 0,
+                 placeholders: Placeholders | None = None) -> EncodedSplit:
+    """Fill the task's template for this backbone and tokenize, leaving room for `prompt_len` soft tokens, or
+    (with `placeholders`) writing the placeholder words a soft prompt is added onto at the prompt offset."""
     template = task.template_for(backbone.family)
-    budget = min(task.max_length, backbone.max_positions) - prompt_len
+    prompt_len = placeholders.length if placeholders is not None else prompt_len
+    budget = min(task.max_length, backbone.max_positions - prompt_len)
     tokenizer = backbone.tokenizer
-    ids_all, targets = [], []
+    slot_ids = [] if placeholders is None else placeholders.ids(tokenizer, backbone.spec.name)
+
+    def encode(fields: dict[str, str]) -> tuple[list[int], int]:
+        text = render(template, fields, backbone.family, backbone.mask_token)
+        return backbone.encode_text(text if placeholders is None else placeholders.text_after(text))
+
+    ids_all, targets, truncated = [], [], 0
     for example in examples:
         fields = dict(example.fields)
-        ids, target = backbone.encode_text(render(template, fields, backbone.family, backbone.mask_token))
+        ids, target = encode(fields)
+        truncated += len(ids) > budget
         for _ in range(4):
             excess = len(ids) - budget
             if excess <= 0:
@@ -75,9 +92,14 @@ def encode_split(examples: Sequence[Example], task: TaskSpec, backbone: Backbone
             longest = max(fields, key=lambda f: len(fields[f]))
             tokens = tokenizer.tokenize(fields[longest])
             fields[longest] = tokenizer.convert_tokens_to_string(tokens[: max(0, len(tokens) - excess - 1)])
-            ids, target = backbone.encode_text(render(template, fields, backbone.family, backbone.mask_token))
-        ids_all.append(ids[:budget])
-        targets.append(min(target, budget - 1))
+            ids, target = encode(fields)
+        ids, target = ids[:budget], min(target, budget - 1)
+        if slot_ids:
+            cut = backbone.prompt_offset
+            ids = ids[:cut] + slot_ids + ids[cut:]
+            target = target + len(slot_ids) if target >= cut else target
+        ids_all.append(ids)
+        targets.append(target)
     return EncodedSplit(
         ids=ids_all,
         target=targets,
@@ -85,4 +107,6 @@ def encode_split(examples: Sequence[Example], task: TaskSpec, backbone: Backbone
         groups=[e.group for e in examples],
         pad_id=tokenizer.pad_token_id,
         device=backbone.device,
+        prompt_slots=len(slot_ids),
+        truncated=truncated,
     )

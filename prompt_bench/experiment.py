@@ -31,6 +31,7 @@ from prompt_bench.methods.base import FitContext, Method, Solution
 from prompt_bench.methods.blackbox import BlackBoxAPI
 from prompt_bench.models import build_backbone
 from prompt_bench.models.loading import ModelSpec
+from prompt_bench.prompts.placeholders import Placeholders
 from prompt_bench.summary import print_summary
 from prompt_bench.tasks import loading, metrics, sampling
 from prompt_bench.tasks.spec import TaskSpec
@@ -60,6 +61,7 @@ class Plan:
     model: ModelSpec
     method_cls: type[Method]
     prompt_len: int
+    placeholders: Placeholders | None = None
 
 
 def method_class(name: str) -> type[Method]:
@@ -105,7 +107,8 @@ def plan(cfg: DictConfig) -> Plan:
         for key in ("n_train", "n_dev"):
             if int(cfg.setting[key]) <= 0:
                 raise ConfigError(f"setting.{key} must be a positive number of examples in total, got {cfg.setting[key]}")
-    return Plan(task=task, model=model, method_cls=method_cls, prompt_len=method_cls.prompt_length(method_cfg))
+    return Plan(task=task, model=model, method_cls=method_cls, prompt_len=method_cls.prompt_length(method_cfg),
+                placeholders=method_cls.placeholders(method_cfg))
 
 
 @dataclass
@@ -252,7 +255,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
     )
     mixture = None
     if str(cfg.setting.name) == "multitask":
-        mixture = multitask.prepare(cfg, backbone, the_plan.prompt_len, load_data)
+        mixture = multitask.prepare(cfg, backbone, the_plan.prompt_len, load_data, the_plan.placeholders)
         task, train, dev = mixture.task, mixture.train, mixture.dev
         data = Data(train=[], dev=[], test=[], notes=mixture.notes, sources=mixture.sources)
         test = None
@@ -262,9 +265,13 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         if str(cfg.setting.name) == "full_data" and the_plan.method_cls.access == "black_box":
             data.train = full_data.black_box_sample(cfg.setting, data.train, int(cfg.seed))
         backbone.set_verbalizer(task.verbalizer)
-        train = encode_split(data.train, task, backbone, the_plan.prompt_len)
-        dev = encode_split(data.dev, task, backbone, the_plan.prompt_len)
-        test = encode_split(data.test, task, backbone, the_plan.prompt_len)
+        train, dev, test = (encode_split(split, task, backbone, the_plan.prompt_len, the_plan.placeholders)
+                            for split in (data.train, data.dev, data.test))
+        truncated = {name: split.truncated for name, split in (("train", train), ("dev", dev), ("test", test))
+                     if split.truncated}
+        if truncated:
+            data.notes.append("inputs cut to task.max_length (text only, never the prompt or template): "
+                              + ", ".join(f"{n} {name}" for name, n in truncated.items()))
     eval_batch = int(cfg.compute.eval_batch_size)
 
     def split_score(split):
@@ -323,7 +330,11 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
             {"task": task.name, "method": str(cfg.method.name), "model": the_plan.model.name,
              "model_location": the_plan.model.location, "family": the_plan.model.family,
              "hidden_size": backbone.hidden_size, "seed": int(cfg.seed), "template": task.template_for(backbone.family),
-             "verbalizer": list(task.verbalizer), **solution.meta},
+             "verbalizer": list(task.verbalizer),
+             "prompt_mode": "insert" if the_plan.placeholders is None else "add",
+             **({} if the_plan.placeholders is None else {"placeholder_ids": the_plan.placeholders.ids(
+                 backbone.tokenizer, the_plan.model.name), "placeholder_separator": the_plan.placeholders.separator}),
+             **solution.meta},
         )
     results = {
         "task": task.name, "method": str(cfg.method.name), "model": the_plan.model.name,

@@ -112,10 +112,11 @@ def _combine(parts: list[tuple[EncodedSplit, list[int], int]], n_union: int) -> 
             allowed += [list(mask)] * len(split)
             tasks += [task] * len(split)
     first = parts[0][0]
-    return EncodedSplit(ids, target, labels, groups, first.pad_id, first.device, allowed, tasks)
+    return EncodedSplit(ids, target, labels, groups, first.pad_id, first.device, allowed, tasks,
+                        prompt_slots=first.prompt_slots, truncated=sum(split.truncated for split, _, _ in parts))
 
 
-def prepare(cfg: DictConfig, backbone: Backbone, prompt_len: int, load_data) -> MultitaskData:
+def prepare(cfg: DictConfig, backbone: Backbone, prompt_len: int, load_data, placeholders=None) -> MultitaskData:
     """Few-shot train/dev of every task (by `load_data(cfg, task)`, the single-task protocol), combined."""
     specs = task_specs(cfg)
     union, index = union_task(specs)
@@ -126,9 +127,9 @@ def prepare(cfg: DictConfig, backbone: Backbone, prompt_len: int, load_data) -> 
     prompt_len += task_tokens(cfg)
     for number, (spec, to_union) in enumerate(zip(specs, index)):
         data = load_data(single, spec)
-        train = encode_split(data.train, spec, backbone, prompt_len)
-        dev = encode_split(data.dev, spec, backbone, prompt_len)
-        test = encode_split(data.test, spec, backbone, prompt_len)
+        train = encode_split(data.train, spec, backbone, prompt_len, placeholders)
+        dev = encode_split(data.dev, spec, backbone, prompt_len, placeholders)
+        test = encode_split(data.test, spec, backbone, prompt_len, placeholders)
         test.tasks = [number] * len(test)
         per_task.append((spec, to_union, train, dev))
         out.tests[spec.name] = (spec, test, to_union)

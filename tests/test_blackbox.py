@@ -12,7 +12,7 @@ from prompt_bench.batching import encode_split
 from prompt_bench.errors import BudgetExhausted
 from prompt_bench.methods.bbt import prompt_loss
 from prompt_bench.methods.blackbox import BlackBoxAPI
-from prompt_bench.optim.dfo import AskTellSearch
+from prompt_bench.optim.dfo import make_search
 from prompt_bench.prompts.projection import RandomProjection
 from prompt_bench.tasks.spec import Example
 
@@ -68,7 +68,7 @@ def test_hinge_and_cross_entropy_losses_rank_a_correct_prompt_first():
 
 
 def _run_search(seed, losses_fn, generations=4):
-    search = AskTellSearch({"name": "cma", "popsize": 6, "sigma": 1.0}, dim=8, budget=100, seed=seed)
+    search = make_search({"name": "cma", "popsize": 6, "sigma": 1.0}, dim=8, budget=100, seed=seed)
     asked, told = [], []
     for _ in range(generations):
         z = search.ask()
@@ -91,7 +91,7 @@ def test_the_search_is_deterministic_for_a_seed_and_differs_across_seeds():
 def test_replaying_told_losses_recreates_the_search_state_exactly():
     sphere = lambda z: (z**2).sum(1).tolist()
     original, _, told = _run_search(5, sphere)
-    replayed = AskTellSearch({"name": "cma", "popsize": 6, "sigma": 1.0}, dim=8, budget=100, seed=5)
+    replayed = make_search({"name": "cma", "popsize": 6, "sigma": 1.0}, dim=8, budget=100, seed=5)
     for losses in told:
         replayed.ask(len(losses))
         replayed.tell(losses)
@@ -107,14 +107,14 @@ def test_cma_lowers_a_simple_loss():
 def test_every_derivative_free_optimizer_asks_a_generation_and_replays_exactly(name):
     cfg = {"name": name, "popsize": 6, "sigma": 1.0}
     shifted = lambda z: ((z - 1.0) ** 2).sum(1).tolist()
-    search = AskTellSearch(cfg, dim=8, budget=200, seed=3)
+    search = make_search(cfg, dim=8, budget=200, seed=3)
     told = []
     for _ in range(10):
         z = search.ask()
         assert z.shape == (6, 8)
         told.append(shifted(z))
         search.tell(told[-1])
-    replayed = AskTellSearch(cfg, dim=8, budget=200, seed=3)
+    replayed = make_search(cfg, dim=8, budget=200, seed=3)
     for losses in told:
         replayed.ask(len(losses))
         replayed.tell(losses)
@@ -127,4 +127,4 @@ def test_an_unknown_optimizer_name_lists_the_known_ones():
     from prompt_bench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="random_search"):
-        AskTellSearch({"name": "hill_climb"}, dim=2, budget=10, seed=0)
+        make_search({"name": "hill_climb"}, dim=2, budget=10, seed=0)

@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from prompt_bench import experiment
-from prompt_bench.optim.dfo import AskTellSearch
+from prompt_bench.optim.dfo import make_search
 from prompt_bench.artifacts import load_tensors
 from prompt_bench.batching import encode_split
 from prompt_bench.cli import CONF_DIR
@@ -293,8 +293,8 @@ def test_clip_tuning_runs_end_to_end_billing_n_calls_per_candidate_and_resumes_e
     from prompt_bench.methods import bbt
 
     budgets = []
-    monkeypatch.setattr(bbt, "AskTellSearch", lambda cfg, dim, budget, seed: budgets.append(budget)
-                        or AskTellSearch(cfg, dim, budget, seed))
+    monkeypatch.setattr(bbt, "make_search", lambda cfg, dim, budget, seed: budgets.append(budget)
+                        or make_search(cfg, dim, budget, seed))
     cfg = make(mirror, *SMALL_CLIP)
     reference = experiment.run(cfg, tmp_path / "reference")
     assert budgets == [22]  # the optimizer is told its budget in candidates (NGOpt sizes itself by it), not calls

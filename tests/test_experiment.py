@@ -139,9 +139,13 @@ def test_fine_tuning_and_bbt_run_on_every_model_family(mirror, tmp_path, tiny_mo
                                 "method.batch_size=4", "method.save_model=true"), tmp_path / "ft")
     assert tuned["budget_used"] == 2
     assert (tmp_path / "ft" / "model" / "model.safetensors").is_file()
-    bbt = experiment.run(make(mirror, *model, *SMALL_BBT[:-1], "method.eval_every=30", "method.budget=20"),
-                         tmp_path / "bbt")
-    assert bbt["budget_used"] == 20
+    # the prompt added onto placeholder words (BBT's default; the tiny GPT-2 has ~400 words) and inserted
+    start = 100 if family == "causal_lm" else 1000
+    for mode in ("add", "insert"):
+        bbt = experiment.run(make(mirror, *model, *SMALL_BBT[:-1], "method.eval_every=30", "method.budget=20",
+                                  f"method.prompt_mode={mode}", f"method.placeholder_start={start}"), tmp_path / mode)
+        assert bbt["budget_used"] == 20
+        assert json.loads((tmp_path / mode / "prompt.json").read_text())["prompt_mode"] == mode
 
 
 @pytest.mark.parametrize("optimizer", ["random_search", "de"])

@@ -60,7 +60,7 @@ def unknown_choices(jobs: list[list[str]], conf_dir: str = CONF_DIR) -> list[str
 
 
 def test_there_is_a_preset_per_paper_table():
-    assert {"bbt_paper", "dp_superglue", "recycling_grid"} <= set(PRESETS)
+    assert {"bbt_paper", "bbtv2_paper", "dp_superglue", "recycling_grid"} <= set(PRESETS)
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -110,10 +110,16 @@ def test_bbt_paper_is_the_bbt_table_on_roberta_large_at_the_papers_black_box_set
     assert len(jobs) == len(methods) * 5 * 5
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         for method in ("bbt", "bbtv2", "clip_tuning", "gdfo"):
-            job = compose(config_name="config", overrides=[f"method={method}", "task=rte", "experiment=bbt_paper"])
-            # BBT's Table 2: prompt length 50, subspace dimension 500, popsize 20, cross entropy, 8,000 API calls
-            assert (job.method.n_prompt_tokens, job.method.intrinsic_dim, job.method.budget) == (50, 500, 8000)
-            assert (job.method.loss, job.optimizer.name, job.optimizer.popsize) == ("ce", "cma", 20)
+            for task, loss in (("sst2", "ce"), ("rte", "hinge"), ("mrpc", "hinge"), ("snli", "hinge")):
+                job = compose(config_name="config", overrides=[f"method={method}", f"task={task}", "experiment=bbt_paper"])
+                # bbt.py's defaults: prompt length 50 added onto placeholder words, d 500, popsize 20, 8,000 API
+                # calls; the authors' README recommends hinge on the sentence-pair tasks
+                assert (job.method.n_prompt_tokens, job.method.intrinsic_dim, job.method.budget) == (50, 500, 8000)
+                assert (job.method.loss, job.optimizer.name, job.optimizer.popsize) == (loss, "cma", 20)
+                assert (job.method.prompt_mode, job.method.placeholder_start) == ("add", 1000)
+                assert list(job.method.dev_candidates) == ["at_call"]
+                # metrics.py's label words (bare), bbt.py:199's bias-free LM head, dataloader.py's 512 tokens
+                assert (job.model.label_word_prefix, job.model.label_bias, job.task.max_length) == ("", False, 512)
         assert compose(config_name="config", overrides=["method=prompt_tuning", "experiment=bbt_paper"]
                        ).method.n_prompt_tokens == 50
 
@@ -176,3 +182,12 @@ def test_a_preset_naming_an_unknown_task_is_caught(tmp_path):
     with initialize_config_dir(config_dir=str(conf), version_base=None):
         with pytest.raises(HydraException, match="yelp_p"):
             compose(config_name="config", overrides=bad)
+
+
+def test_bbtv2_paper_runs_the_authors_published_bbtv2_command():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        job = compose(config_name="config", overrides=["method=bbtv2", "task=ag_news", "experiment=bbtv2_paper"])
+    # README "Using BBTv2": --sigma 0.2 --alpha 0.2 --popsize 20 --bound 0 --budget 8000 --loss_type ce
+    assert (job.optimizer.sigma, job.method.alpha, job.optimizer.popsize, job.optimizer.bound) == (0.2, 0.2, 20, None)
+    assert (job.method.budget, job.method.loss, job.model.name) == (8000, "ce", "roberta_large")
+    assert choices(preset_jobs("bbtv2_paper"), "method") == ["bbt", "bbtv2"]

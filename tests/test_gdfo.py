@@ -15,7 +15,7 @@ from prompt_bench.tracking import read_metrics
 from test_experiment import make, run_interrupted_then_resumed
 
 SMALL = ["method.budget=40", "method.eval_every=20", "method.intrinsic_dim=16", "method.n_prompt_tokens=3",
-         "optimizer.popsize=8", "task=sst2"]
+         "optimizer.popsize=8", "task=sst2", "method.placeholder_start=200"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,15 +45,21 @@ def test_gdfo_spends_exactly_the_bbt_budget_and_distillation_buys_no_extra_calls
     assert len(kl) == 5 and all(np.isfinite(kl))
 
 
-def test_the_gradient_refined_point_is_the_first_candidate_of_each_generation(mirror, tmp_path, tiny_models, monkeypatch):
-    asked, suggested = [], []
-    original_ask, original_suggest = gdfo.AskTellSearch.ask, gdfo.AskTellSearch.suggest
-    monkeypatch.setattr(gdfo.AskTellSearch, "ask", lambda self, n=None: asked.append(original_ask(self, n)) or asked[-1])
-    monkeypatch.setattr(gdfo.AskTellSearch, "suggest", lambda self, z: suggested.append(z) or original_suggest(self, z))
-    run(mirror, tmp_path / "run", tiny_models)
-    assert len(suggested) == 4
-    for z, generation in zip(suggested, asked[1:]):
+def test_the_gradient_refined_point_is_the_first_member_of_each_cma_generation_and_every_generation_updates(
+        mirror, tmp_path, tiny_models, monkeypatch):
+    from prompt_bench.optim.dfo import CMASearch
+
+    asked, injected = [], []
+    original_ask, original_inject = CMASearch.ask, CMASearch.inject
+    monkeypatch.setattr(CMASearch, "ask", lambda self, n=None: asked.append(original_ask(self, n)) or asked[-1])
+    monkeypatch.setattr(CMASearch, "inject", lambda self, z: injected.append(z) or original_inject(self, z))
+    results = run(mirror, tmp_path / "run", tiny_models)
+    assert len(injected) == 4
+    for z, generation in zip(injected, asked[1:]):
+        assert len(generation) == 8  # the injected point replaces a sample: a generation keeps popsize members
         np.testing.assert_allclose(generation[0], z)
+    # 5 generations of 8 candidates, each told to pycma and each updating its distribution
+    assert results["method_info"]["cma_updates"] == 5
 
 
 def test_with_gradient_descent_off_gdfo_searches_exactly_as_bbt(mirror, tmp_path, tiny_models):

@@ -11,6 +11,7 @@ from torch import Tensor
 from prompt_bench.batching import EncodedSplit
 from prompt_bench.checkpoint import Checkpoint
 from prompt_bench.models.backbone import Backbone, EncodedBatch
+from prompt_bench.prompts.placeholders import Placeholders
 from prompt_bench.tasks.spec import TaskSpec
 from prompt_bench.tracking import Tracker
 
@@ -70,6 +71,11 @@ class Method:
     @classmethod
     def prompt_length(cls, method_cfg: dict[str, Any]) -> int:
         return int(method_cfg.get("n_prompt_tokens", 0) or 0)
+
+    @classmethod
+    def placeholders(cls, method_cfg: dict[str, Any]) -> Placeholders | None:
+        """Placeholder words the method's prompt is added onto (BBT's additive prompt); None: it is inserted."""
+        return None
 
     def fit(self, ctx: FitContext) -> Solution:
         raise NotImplementedError

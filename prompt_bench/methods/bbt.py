@@ -1,5 +1,7 @@
 """Black-Box Tuning (Sun et al., ICML 2022): CMA-ES over z in R^d, prompt = A z, model reached only
-through the billed BlackBoxAPI. Each generation is scored in one population-batched query."""
+through the billed BlackBoxAPI. Each generation is scored in one population-batched query.
+
+Every step against txsun1997/Black-Box-Tuning bbt.py is in docs/parity.md."""
 
 from __future__ import annotations
 
@@ -13,22 +15,33 @@ from tqdm.auto import tqdm
 
 from prompt_bench.errors import ConfigError
 from prompt_bench.methods.base import FitContext, Method, Solution
-from prompt_bench.optim.dfo import AskTellSearch
+from prompt_bench.optim.dfo import make_search
+from prompt_bench.prompts.placeholders import Placeholders
 from prompt_bench.prompts.projection import RandomProjection
 
 LOSSES = ("ce", "hinge")
+#: what a dev evaluation may score (method.dev_candidates), named by what each candidate is:
+#: at_call: the candidate scored at the eval_every-th API call (bbt.py:501, its default serial mode);
+#: generation_best: the lowest-train-loss candidate of that call's generation (bbt.py --parallel);
+#: best_so_far: the lowest-train-loss candidate told so far; mean: the CMA-ES distribution's mean
+DEV_CANDIDATES = ("at_call", "generation_best", "best_so_far", "mean")
 
 #: candidates z [n, D] -> (prompts [n, L, d], per-candidate keyword tensors for api.query / api.score)
 Encoder = Callable[[Tensor], "tuple[Tensor, dict[str, Tensor]]"]
 
 
-def prompt_loss(logits: Tensor, labels: Tensor, kind: str) -> Tensor:
-    """Per-candidate loss [P] of logits [P, B, C]; hinge is the multi-class margin loss BBT offers."""
+def prompt_loss(logits: Tensor, labels: Tensor, kind: str, margin: float = 2.0) -> Tensor:
+    """Per-candidate loss [P] of logits [P, B, C], averaged over the B examples.
+
+    hinge: utils.py's hinge_loss as bbt.py:394 calls it, sum over the wrong classes j of
+    max(0, x_j - x_y + margin), margin 2 (metrics.py's `self.margin`), summed over examples / B."""
     flat, target = logits.float().flatten(0, 1), labels.repeat(logits.shape[0])
     if kind == "ce":
         per_example = F.cross_entropy(flat, target, reduction="none")
     else:
-        per_example = F.multi_margin_loss(flat, target, margin=1.0, reduction="none")
+        gold = flat.gather(1, target[:, None])
+        excess = (flat - gold + margin).clamp(min=0).scatter(1, target[:, None], 0.0)
+        per_example = excess.sum(1)
     return per_example.view(logits.shape[0], -1).mean(1)
 
 
@@ -44,6 +57,17 @@ class BBT(Method):
         for key in ("intrinsic_dim", "n_prompt_tokens", "eval_every"):
             if int(cfg[key]) <= 0:
                 raise ConfigError(f"method.{key} must be positive, got {cfg[key]}")
+        if float(cfg.get("hinge_margin", 2.0)) < 0:
+            raise ConfigError(f"method.hinge_margin must be >= 0, got {cfg['hinge_margin']}")
+        Placeholders.from_method(cfg)
+        chosen = list(cfg.get("dev_candidates") or [])
+        unknown = [c for c in chosen if c not in DEV_CANDIDATES]
+        if not chosen or unknown:
+            raise ConfigError(f"method.dev_candidates={chosen} must list some of {', '.join(DEV_CANDIDATES)}")
+
+    @classmethod
+    def placeholders(cls, cfg) -> Placeholders | None:
+        return Placeholders.from_method(cfg)
 
     def fit(self, ctx: FitContext) -> Solution:
         cfg, api = ctx.method, ctx.blackbox
@@ -53,43 +77,57 @@ class BBT(Method):
             alpha=float(cfg["alpha"]), seed=ctx.seed, device=api.device,
         )
         # the optimizer's budget is in candidates (NGOpt picks its algorithm by it), not API calls
-        search = AskTellSearch(ctx.optimizer, dim, budget=api.budget // self._calls_per_candidate(ctx), seed=ctx.seed)
+        search = make_search(ctx.optimizer, dim, budget=api.budget // self._calls_per_candidate(ctx), seed=ctx.seed)
         state = run_search(ctx, self._resume(ctx, search, lambda z: (project(z), {}), api))
         best_z = torch.from_numpy(state.best_z)
         return Solution(
             prompt=project(best_z[None])[0].detach(),
             tensors={"z": best_z},
             meta={"best_dev": state.best_dev, "best_calls": state.best_calls, "projection_std": project.std,
-                  "selection": "best dev score among the CMA-ES mean / best-train candidates at each evaluation"},
+                  "selected": state.best_source, "selection": selection_note(ctx.method)},
             budget_used=api.calls,
         )
 
     def _calls_per_candidate(self, ctx: FitContext) -> int:
         return 1
 
-    def _resume(self, ctx: FitContext, search: AskTellSearch, encode: Encoder, api) -> "_SearchState":
+    def _resume(self, ctx: FitContext, search, encode: Encoder, api) -> "_SearchState":
         """The search state (a BBT variant swaps in its own, e.g. clip_tuning's thinned-network scoring)."""
         return _SearchState.resume(ctx, search, encode, api)
 
 
+def selection_note(cfg) -> str:
+    chosen = ", ".join(cfg.get("dev_candidates") or ["at_call"])
+    return (f"the best dev score (first reached kept) among the dev candidates ({chosen}) evaluated every "
+            f"{cfg['eval_every']} API calls and at the end of the budget")
+
+
+def eval_hits(calls_before: int, n: int, cost: int, every: int) -> list[int]:
+    """Indices of the candidates of a generation whose billing reaches a multiple of `every` API calls
+    (candidate i is billed calls_before + i * cost + 1 .. calls_before + (i + 1) * cost)."""
+    return [i for i in range(n) if (calls_before + i * cost) // every < (calls_before + (i + 1) * cost) // every]
+
+
 def run_search(ctx: FitContext, state: "_SearchState") -> "_SearchState":
     """BBT's loop until the budget is spent: ask a generation, score it in one billed query, tell the
-    losses, evaluate on dev every `eval_every` calls, checkpoint. Shared by the BBT family."""
+    losses, evaluate on dev at every `eval_every`-th call and at the end, checkpoint. Shared by the BBT family."""
     cfg, api, search = ctx.method, state.api, state.search
-    cost = state.calls_per_candidate
-    next_eval = (api.calls // int(cfg["eval_every"]) + 1) * int(cfg["eval_every"])
+    cost, every = state.calls_per_candidate, int(cfg["eval_every"])
     bar = tqdm(total=api.budget, initial=api.calls, desc="API calls", disable=not ctx.progress, leave=False)
     while api.remaining >= cost:
         z = search.ask(min(search.popsize, api.remaining // cost))
+        calls_before = api.calls
         prompts, extra = state.encode(torch.from_numpy(z))
         losses, accuracy = state.candidate_losses(prompts, extra)
         search.tell(losses.tolist())
         state.record(z, losses)
         bar.update(len(z) * cost)
         ctx.tracker.log({"train/loss": float(losses.min()), "train/accuracy": float(accuracy.max())}, step=api.calls)
-        if api.calls >= next_eval or api.remaining < cost:
-            next_eval += int(cfg["eval_every"])
-            state.evaluate_dev()
+        hits = eval_hits(calls_before, len(z), cost, every)
+        if not hits and api.remaining < cost:
+            hits = [len(z) - 1]  # the budget ends between two evaluations: its last candidate is still judged
+        if hits:
+            state.evaluate_dev(z, losses, hits)
         state.save(int(cfg.get("checkpoint_every", 1)))
     bar.close()
     return state
@@ -98,7 +136,7 @@ def run_search(ctx: FitContext, state: "_SearchState") -> "_SearchState":
 class _SearchState:
     """Losses told so far (enough to replay the search), the incumbent, and best-on-dev bookkeeping.
 
-    `search` is anything with AskTellSearch's ask/tell/recommend/popsize/dim; `encode` turns its
+    `search` is anything with CMASearch's ask/tell/recommend/popsize/dim (see optim/dfo.py); `encode` turns its
     candidates into what api.query takes. Subclasses add checkpoint entries (`_extra_meta`) and
     may check the replay (`_replay`); a variant that scores candidates differently overrides
     `candidate_losses`, `dev_logits` and `calls_per_candidate`."""
@@ -106,7 +144,7 @@ class _SearchState:
     #: API calls one candidate costs; the search stops when the budget left cannot buy one more
     calls_per_candidate = 1
 
-    def __init__(self, ctx: FitContext, search: AskTellSearch, encode: Encoder, api):
+    def __init__(self, ctx: FitContext, search, encode: Encoder, api):
         self.ctx, self.search, self.encode, self.api = ctx, search, encode, api
         self.losses: list[list[float]] = []
         self.best_train_z: np.ndarray | None = None
@@ -114,6 +152,7 @@ class _SearchState:
         self.best_z = np.zeros(search.dim)
         self.best_dev = -float("inf")
         self.best_calls = 0
+        self.best_source = "none"
         self.generations_since_save = 0
         self.test_of_best: float | None = None
 
@@ -130,6 +169,7 @@ class _SearchState:
         state.best_z = tensors["best_z"].double().numpy()
         state.best_train_z = tensors["best_train_z"].double().numpy() if "best_train_z" in tensors else None
         state.best_train_loss, state.best_dev, state.best_calls = meta["best_train_loss"], meta["best_dev"], meta["best_calls"]
+        state.best_source = meta.get("best_source", "none")
         return state
 
     def _replay(self, meta: dict) -> None:
@@ -141,10 +181,15 @@ class _SearchState:
     def _extra_meta(self) -> dict:
         return {}
 
+    def loss(self, logits: Tensor) -> Tensor:
+        """Per-candidate loss [P] of train logits [P, B, C] under method.loss."""
+        return prompt_loss(logits, self.api.train_labels, str(self.ctx.method["loss"]),
+                           float(self.ctx.method.get("hinge_margin", 2.0)))
+
     def candidate_losses(self, prompts: Tensor, extra: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """(loss [P], train accuracy [P]) of P encoded candidates, bought in one billed query."""
         logits = self.api.query(prompts, **extra)
-        losses = prompt_loss(logits, self.api.train_labels, str(self.ctx.method["loss"]))
+        losses = self.loss(logits)
         return losses, (logits.argmax(-1) == self.api.train_labels).float().mean(1)
 
     def dev_logits(self, batch, prompt: Tensor, extra: dict[str, Tensor]) -> Tensor:
@@ -158,18 +203,31 @@ class _SearchState:
             self.best_train_loss, self.best_train_z = float(losses[i]), z[i].copy()
         self.generations_since_save += 1
 
-    def evaluate_dev(self) -> None:
-        # BBT keeps the prompt with the best dev score; candidates are the search's current
-        # recommendation and the lowest-train-loss prompt seen so far.
+    def evaluate_dev(self, z: np.ndarray, losses: Tensor, hits: list[int]) -> None:
+        """Score this evaluation's dev candidates (method.dev_candidates) and keep the best on dev.
+
+        `z`, `losses`: the generation just told; `hits`: its candidates billed at an eval_every-th call.
+        As bbt.py:529, a candidate replaces the selected one only with a strictly higher dev score."""
         metric = self.ctx.primary_metric
+        candidates: list[tuple[str, np.ndarray | None]] = []
+        for name in self.ctx.method.get("dev_candidates") or ["at_call"]:
+            if name == "at_call":
+                candidates += [("at_call", z[i]) for i in hits]
+            elif name == "generation_best":
+                candidates.append((name, z[int(losses.argmin())]))
+            elif name == "best_so_far":
+                candidates.append((name, self.best_train_z))
+            elif name == "mean":
+                candidates.append((name, self.search.mean() if hasattr(self.search, "mean") else None))
         record = {}
-        for name, z in (("recommended", self.search.recommend()), ("best_train", self.best_train_z)):
-            if z is None:
+        for name, candidate in candidates:
+            if candidate is None:
                 continue
-            score = self.ctx.dev_score(self._scorer(z))[metric]
+            score = self.ctx.dev_score(self._scorer(candidate))[metric]
             record[f"dev/{metric}_{name}"] = score
             if score > self.best_dev:
-                self.best_dev, self.best_z, self.best_calls = score, np.array(z, copy=True), self.api.calls
+                self.best_dev, self.best_z, self.best_calls = score, np.array(candidate, copy=True), self.api.calls
+                self.best_source = name
                 self.test_of_best = None
         record[f"dev/{metric}"] = self.best_dev  # the selected prompt's dev score so far
         if self.ctx.test_score is not None:
@@ -194,7 +252,8 @@ class _SearchState:
         self.ctx.checkpoint.save(
             tensors,
             {"losses": self.losses, "calls": self.api.calls, "best_train_loss": self.best_train_loss,
-             "best_dev": self.best_dev, "best_calls": self.best_calls, **self._extra_meta()},
+             "best_dev": self.best_dev, "best_calls": self.best_calls, "best_source": self.best_source,
+             **self._extra_meta()},
         )
 
 

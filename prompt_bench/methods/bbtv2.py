@@ -25,10 +25,10 @@ from torch import Tensor
 
 from prompt_bench.errors import ConfigError
 from prompt_bench.methods.base import FitContext, Method, Solution
-from prompt_bench.methods.bbt import BBT, _SearchState, run_search
+from prompt_bench.methods.bbt import BBT, _SearchState, run_search, selection_note
 from prompt_bench.models.backbone import Backbone, EncodedBatch
 from prompt_bench.models.deep_prompts import DEEP_PROMPT, deep_prompt_hooks
-from prompt_bench.optim.dfo import AskTellSearch
+from prompt_bench.optim.dfo import PYCMA, make_search
 from prompt_bench.prompts.projection import RandomProjection
 
 
@@ -38,17 +38,25 @@ def layer_seed(seed: int, layer: int) -> int:
 
 
 class LayerwiseSearch:
-    """One ask/tell search per layer behind AskTellSearch's interface, over the concatenation
+    """One ask/tell search per layer behind CMASearch's interface, over the concatenation
     z = [z_0, ..., z_{n-1}] (dim n_layers * d). Generation g searches layer (g // generations_per_layer)
     % n_layers; its candidates vary that layer's z and hold every other layer at its incumbent (the
     lowest-loss z that layer's search has produced). A deterministic function of the seed and of the
-    told losses, like AskTellSearch, so replaying the losses re-creates it."""
+    told losses, like CMASearch, so replaying the losses re-creates it.
+
+    With pycma (optimizer=cma) every layer's CMA-ES is seeded with the run's seed and all draw from one shared
+    normal stream, as deepbbt.py:708-717's CMA-ES instances do from numpy's global stream; nevergrad
+    optimizers get one independent seed per layer."""
 
     def __init__(self, optimizer_cfg, n_layers: int, dim: int, budget: int, seed: int, generations_per_layer: int = 1):
         self.n_layers, self.layer_dim, self.dim = n_layers, dim, n_layers * dim
         self.generations_per_layer = generations_per_layer
         per_layer = max(1, math.ceil(budget / n_layers))
-        self.searches = [AskTellSearch(optimizer_cfg, dim, budget=per_layer, seed=layer_seed(seed, l)) for l in range(n_layers)]
+        if str(optimizer_cfg["name"]) in PYCMA:
+            stream = np.random.RandomState(seed)
+            self.searches = [make_search(optimizer_cfg, dim, per_layer, seed, stream) for _ in range(n_layers)]
+        else:
+            self.searches = [make_search(optimizer_cfg, dim, per_layer, layer_seed(seed, l)) for l in range(n_layers)]
         self.popsize = self.searches[0].popsize
         self.incumbent = np.zeros((n_layers, dim))
         self.incumbent_loss = np.full(n_layers, np.inf)
@@ -76,10 +84,14 @@ class LayerwiseSearch:
         self._pending = None
 
     def recommend(self) -> np.ndarray:
-        """Each searched layer's own recommendation (CMA-ES: its mean); unsearched layers stay at 0."""
+        """Every layer at its incumbent (deepbbt.py:719 holds each layer at its CMA-ES `result.xbest`)."""
+        return self.incumbent.reshape(self.dim).copy()
+
+    def mean(self) -> np.ndarray | None:
+        """Each searched layer's distribution mean; unsearched layers at 0 (None for nevergrad searches)."""
         searched = set(self.layers)
-        z = np.stack([self.searches[l].recommend() if l in searched else self.incumbent[l] for l in range(self.n_layers)])
-        return z.reshape(self.dim)
+        means = [self.searches[l].mean() if l in searched else self.incumbent[l] for l in range(self.n_layers)]
+        return None if any(m is None for m in means) else np.stack(means).reshape(self.dim)
 
 
 class _LayerwiseState(_SearchState):
@@ -117,6 +129,10 @@ class BBTv2(Method):
     access = "black_box"
 
     @classmethod
+    def placeholders(cls, cfg):
+        return BBT.placeholders(cfg)
+
+    @classmethod
     def check(cls, cfg) -> None:
         BBT.check(cfg)
         if int(cfg.get("generations_per_layer", 1)) <= 0:
@@ -151,7 +167,7 @@ class BBTv2(Method):
                   "projection_std": [p.std for p in projections],
                   "deep_prompt": "prompt = layer 0 (input soft prompt); deep_prompt[l] is added to the hidden states "
                                  "at the prompt positions entering layer l (row 0 is zero)",
-                  "selection": "best dev score among the searches' recommendation / best-train candidates at each evaluation"},
+                  "selected": state.best_source, "selection": selection_note(cfg)},
             budget_used=api.calls,
         )
 

@@ -42,7 +42,7 @@ class BlackBoxAPI:
 
     @property
     def embedding_std(self) -> float:
-        return float(self._backbone.word_embeddings.weight.float().std())
+        return float(self._backbone.word_embeddings.weight.float().std(unbiased=False))  # np.std, as bbt.py:283
 
     @property
     def num_layers(self) -> int:

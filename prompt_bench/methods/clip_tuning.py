@@ -30,7 +30,6 @@ from prompt_bench.methods.base import FitContext, Solution
 from prompt_bench.methods.bbt import BBT, Encoder, _SearchState, prompt_loss
 from prompt_bench.models.backbone import Backbone, EncodedBatch
 from prompt_bench.models.thinning import ThinnedSpec, ensemble_logits, thinned_logits
-from prompt_bench.optim.dfo import AskTellSearch
 
 MIXING = ("mean_loss", "mean_prob")
 INFERENCE = ("full", "ensemble")
@@ -42,17 +41,17 @@ def thinned_spec(cfg: dict[str, Any], seed: int) -> ThinnedSpec:
                        seed=int(seed))
 
 
-def mixed_loss(logits: Tensor, labels: Tensor, kind: str, mixing: str) -> Tensor:
+def mixed_loss(logits: Tensor, labels: Tensor, kind: str, mixing: str, margin: float = 2.0) -> Tensor:
     """Per-candidate loss [P] from the thinned networks' logits [N, P, B, C]."""
     if mixing == "mean_loss":
-        return torch.stack([prompt_loss(per_network, labels, kind) for per_network in logits]).mean(0)
-    return prompt_loss(ensemble_logits(logits), labels, kind)  # loss of the averaged probabilities
+        return torch.stack([prompt_loss(per_network, labels, kind, margin) for per_network in logits]).mean(0)
+    return prompt_loss(ensemble_logits(logits), labels, kind, margin)  # loss of the averaged probabilities
 
 
 class _ThinnedState(_SearchState):
     """BBT's search state; each candidate is scored on the N thinned networks and costs N calls."""
 
-    def __init__(self, ctx: FitContext, search: AskTellSearch, encode: Encoder, api):
+    def __init__(self, ctx: FitContext, search, encode: Encoder, api):
         super().__init__(ctx, search, encode, api)
         self.spec = thinned_spec(ctx.method, ctx.seed)
         self.mixing, self.inference = str(ctx.method["mixing"]), str(ctx.method["inference"])
@@ -61,7 +60,8 @@ class _ThinnedState(_SearchState):
     def candidate_losses(self, prompts: Tensor, extra: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         logits = self.api.query(prompts, thinned=self.spec, **extra)  # [N, P, B, C]
         labels = self.api.train_labels
-        losses = mixed_loss(logits, labels, str(self.ctx.method["loss"]), self.mixing)
+        losses = mixed_loss(logits, labels, str(self.ctx.method["loss"]), self.mixing,
+                            float(self.ctx.method.get("hinge_margin", 2.0)))
         return losses, (ensemble_logits(logits).argmax(-1) == labels).float().mean(1)
 
     def dev_logits(self, batch: EncodedBatch, prompt: Tensor, extra: dict[str, Tensor]) -> Tensor:
@@ -99,7 +99,7 @@ class ClipTuning(BBT):
             raise ConfigError(f"method.budget={cfg['budget']} cannot score one candidate: each costs "
                               f"method.n_networks={spec.n_networks} API calls")
 
-    def _resume(self, ctx: FitContext, search: AskTellSearch, encode: Encoder, api) -> _SearchState:
+    def _resume(self, ctx: FitContext, search, encode: Encoder, api) -> _SearchState:
         return _ThinnedState.resume(ctx, search, encode, api)
 
     def _calls_per_candidate(self, ctx: FitContext) -> int:

@@ -11,9 +11,10 @@ the black-box teacher's prompt is A_t z (BBT's projection) and the white-box stu
   teacher outputs the DFO queries already bought: distillation costs no extra API calls.
 - Gradient descent (`method.gdfo.gd`): from the search's current recommendation, a few Adam steps on z
   through the student's task loss (gold labels, prompt A_s z).
-- Harmonisation: the gradient-refined z is suggested to the search as one candidate of the next
-  generation, scored on the teacher with the others and told to the optimizer like any candidate, so
-  CMA-ES adopts it only as far as the teacher confirms it (`method.gdfo.harmonize=suggest`).
+- Harmonisation: the gradient-refined z is injected into the search as one member of the next generation
+  (pycma's `inject`, so the generation keeps popsize members and CMA-ES updates on every generation), scored
+  on the teacher with the others and told to the optimizer like any candidate, so CMA-ES adopts it only as far
+  as the teacher confirms it (`method.gdfo.harmonize=inject`).
 With `dfo=false` each generation is just the gradient-refined z scored on the teacher (one call).
 API calls are counted exactly as for `bbt`: one per candidate scored on the teacher's train set.
 """
@@ -32,10 +33,10 @@ from prompt_bench import conf_files
 from prompt_bench.batching import encode_split
 from prompt_bench.errors import ConfigError
 from prompt_bench.methods.base import FitContext, Solution
-from prompt_bench.methods.bbt import BBT, _SearchState, prompt_loss, run_search
+from prompt_bench.methods.bbt import BBT, _SearchState, run_search, selection_note
 from prompt_bench.models import ModelSpec, build_backbone
 from prompt_bench.models.backbone import Backbone
-from prompt_bench.optim.dfo import AskTellSearch
+from prompt_bench.optim.dfo import make_search
 from prompt_bench.prompts.projection import RandomProjection
 
 
@@ -57,7 +58,7 @@ class Student:
     def __init__(self, backbone: Backbone, ctx: FitContext, cfg: dict[str, Any], n_tokens: int, sigma: float):
         self.backbone, self.cfg = backbone, cfg
         backbone.set_verbalizer(ctx.task.verbalizer)
-        self.train = encode_split(ctx.train_examples, ctx.task, backbone, n_tokens).batch()
+        self.train = encode_split(ctx.train_examples, ctx.task, backbone, n_tokens, GDFO.placeholders(ctx.method)).batch()
         std = float(backbone.word_embeddings.weight.float().std())
         self.project = RandomProjection(int(ctx.method["intrinsic_dim"]), n_tokens, backbone.hidden_size, std, sigma,
                                         float(ctx.method["alpha"]), seed=ctx.seed + 7919, device=backbone.device)
@@ -113,9 +114,9 @@ class Student:
 
 class _Harmonized:
     """The search the BBT loop sees: before each generation the student's gradient-refined point is
-    suggested to the DFO optimizer (or, with dfo off, is the whole generation)."""
+    injected into the DFO optimizer's generation (or, with dfo off, is the whole generation)."""
 
-    def __init__(self, search: AskTellSearch, student: Student, cfg: dict[str, Any]):
+    def __init__(self, search, student: Student, cfg: dict[str, Any]):
         self.search, self.student, self.cfg = search, student, cfg
         self.dim = search.dim
         self.popsize = search.popsize if cfg["dfo"] else 1
@@ -139,8 +140,8 @@ class _Harmonized:
             self._current = z_gd if z_gd is not None else self._current
             self.last_asked = self._current[None].copy()
             return self.last_asked
-        if z_gd is not None and self.cfg["harmonize"] == "suggest":
-            self.search.suggest(z_gd)
+        if z_gd is not None and self.cfg["harmonize"] == "inject":
+            self.search.inject(z_gd)
         self.last_asked = self.search.ask(n)
         return self.last_asked
 
@@ -151,6 +152,9 @@ class _Harmonized:
 
     def recommend(self) -> np.ndarray:
         return self.search.recommend() if self.cfg["dfo"] else self._current
+
+    def mean(self) -> np.ndarray | None:
+        return self.search.mean() if self.cfg["dfo"] else None
 
 
 class _GDFOState(_SearchState):
@@ -170,7 +174,7 @@ class _GDFOState(_SearchState):
             record["train/student_loss"] = self.search.last_student_loss
         if record:
             self.ctx.tracker.log(record, step=self.api.calls)
-        losses = prompt_loss(logits, self.api.train_labels, str(self.ctx.method["loss"]))
+        losses = self.loss(logits)
         return losses, (logits.argmax(-1) == self.api.train_labels).float().mean(1)
 
     def _replay(self, meta: dict) -> None:
@@ -195,8 +199,8 @@ class GDFO(BBT):
         g = cfg["gdfo"]
         if not (g["dfo"] or g["gd"]):
             raise ConfigError("method.gdfo.dfo and method.gdfo.gd are both off: nothing would search the prompt")
-        if g["harmonize"] not in ("suggest", "none"):
-            raise ConfigError(f"method.gdfo.harmonize={g['harmonize']} is not one of suggest, none")
+        if g["harmonize"] not in ("inject", "none"):
+            raise ConfigError(f"method.gdfo.harmonize={g['harmonize']} is not one of inject, none")
         for key in ("gd_steps", "distill_steps", "distill_prompts"):
             if int(g[key]) < 0:
                 raise ConfigError(f"method.gdfo.{key} must be >= 0, got {g[key]}")
@@ -219,7 +223,7 @@ class GDFO(BBT):
         if g.get("student_depth"):
             student_backbone.keep_bottom_layers(int(g["student_depth"]))
         student = Student(student_backbone, ctx, g, n_tokens, sigma)
-        search = _Harmonized(AskTellSearch(ctx.optimizer, dim, budget=api.budget, seed=ctx.seed), student, g)
+        search = _Harmonized(make_search(ctx.optimizer, dim, budget=api.budget, seed=ctx.seed), student, g)
 
         state = run_search(ctx, _GDFOState.resume(ctx, search, lambda z: (teacher_projection(z), {}), api))
         best_z = torch.from_numpy(state.best_z)
@@ -230,7 +234,8 @@ class GDFO(BBT):
                   "student": student_backbone.spec.name, "student_blocks": len(student_backbone.transformer_layers()),
                   "student_trained_tensors": len(student.params),
                   "gd_suggestions": suggestions, "distill": bool(g["distill"]), "gd": bool(g["gd"]), "dfo": bool(g["dfo"]),
-                  "harmonize": str(g["harmonize"])},
+                  "harmonize": str(g["harmonize"]), "selected": state.best_source, "selection": selection_note(cfg),
+                  **({"cma_updates": search.search.updates} if hasattr(search.search, "updates") else {})},
             budget_used=api.calls,
         )
 

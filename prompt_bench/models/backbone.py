@@ -17,6 +17,20 @@ from prompt_bench.models.loading import ModelSpec
 
 log = logging.getLogger(__name__)
 
+#: the `extras` key of a soft prompt added onto placeholder words ([P, L, d] per prompt, [rows, L, d] per row)
+ADDED_PROMPT = "added_prompt"
+
+
+def add_at_prompt(hidden: Tensor, prompt: Tensor, context: "RowContext") -> Tensor:
+    """`hidden` [rows, T, d] with `prompt` [rows, L, d] added at the prompt positions, out of place (gradients, if
+    any, and the caller's tensor stay intact)."""
+    if prompt.shape[0] != hidden.shape[0] or prompt.shape[1] != context.prompt_len:
+        raise ValueError(f"a prompt for {prompt.shape[0]} rows of {prompt.shape[1]} tokens, but the forward has "
+                         f"{hidden.shape[0]} rows with a {context.prompt_len}-token prompt")
+    start, stop = context.prompt_offset, context.prompt_offset + context.prompt_len
+    prompt = prompt.to(device=hidden.device, dtype=hidden.dtype)
+    return torch.cat([hidden[:, :start], hidden[:, start:stop] + prompt, hidden[:, stop:]], dim=1)
+
 
 @dataclass
 class RowContext:
@@ -40,13 +54,17 @@ class EncodedBatch:
     class_mask: Tensor | None = None
     #: [B] the task each row comes from (multitask), for prompts with task-specific parts
     task_ids: Tensor | None = None
+    #: placeholder words every row holds at the backbone's prompt offset; a soft prompt is added onto them
+    #: (BBT's additive prompt) instead of being inserted. 0: no placeholders
+    prompt_slots: int = 0
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
     def rows(self, index: Tensor) -> "EncodedBatch":
         """The sub-batch of the rows in `index`."""
-        return EncodedBatch(**{name: None if value is None else value[index] for name, value in vars(self).items()})
+        return EncodedBatch(**{name: value[index] if isinstance(value, Tensor) else value
+                               for name, value in vars(self).items()})
 
     def mask_logits(self, logits: Tensor) -> Tensor:
         """Logits [..., B, C] with the classes a row may not take pushed far down (finite, so losses and
@@ -76,6 +94,7 @@ class Backbone:
         self.head: torch.nn.Module | None = None
         #: set only while a forward runs; methods' hooks (deep prompts, dropout masks) read it
         self.row_context: RowContext | None = None
+        self._added_prompt_hook = None
 
     # -- what the model looks like -------------------------------------------------------------
     @property
@@ -94,6 +113,8 @@ class Backbone:
     def max_positions(self) -> int:
         config = self.model.config
         limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 512
+        if "roberta" in str(getattr(config, "model_type", "")):
+            limit -= int(config.pad_token_id or 0) + 1  # RoBERTa's positions start after its padding index (514 -> 512)
         return int(limit)
 
     @property
@@ -102,8 +123,9 @@ class Backbone:
 
 
     def word_ids(self, word: str) -> list[int]:
-        """Token ids of `word` as it appears after a space (what a verbalizer slot predicts)."""
-        return self.tokenizer(" " + word, add_special_tokens=False).input_ids
+        """Token ids of `word` as a verbalizer slot predicts it: after a space, or bare with
+        model.label_word_prefix="" (the reference's `tokenizer.encode(word, add_special_tokens=False)`)."""
+        return self.tokenizer(self.spec.label_word_prefix + word, add_special_tokens=False).input_ids
 
     # -- task-dependent setup ------------------------------------------------------------------
     def set_verbalizer(self, words: tuple[str, ...]) -> None:
@@ -145,6 +167,8 @@ class Backbone:
         prompt_len = 0 if prompts is None else prompts.shape[1]
         if prompts is not None:
             prompts = prompts.to(device=self.device, dtype=self.dtype)
+        if batch.prompt_slots:
+            return self._added_logits(batch, prompts, extras)
         lengths = batch.attention_mask.sum(1)
         order = torch.argsort(lengths, stable=True)
         sorted_lengths = lengths[order].tolist()
@@ -172,6 +196,49 @@ class Backbone:
                 parts.append(scores.view(chunk.stop - chunk.start, len(index), -1))
             groups.append(torch.cat(parts, dim=0))
         return batch.mask_logits(torch.cat(groups, dim=1)[:, _inverse(order)])
+
+    def _added_logits(self, batch: EncodedBatch, prompts: Tensor | None, extras: dict[str, Tensor] | None) -> Tensor:
+        """label_logits for rows holding placeholder words: each prompt is added onto their hidden states as
+        they enter the first transformer block (= the embedding layer's output; BBT's `cat_or_add=add`)."""
+        slots = batch.prompt_slots
+        if prompts is not None and prompts.shape[1] != slots:
+            raise ValueError(f"a {prompts.shape[1]}-token prompt cannot be added onto {slots} placeholder words")
+        if self._added_prompt_hook is None:
+            self._added_prompt_hook = self.transformer_layers()[0].register_forward_pre_hook(self._add_prompt,
+                                                                                             with_kwargs=True)
+        if prompts is None:
+            return self.label_logits(EncodedBatch(**{**vars(batch), "prompt_slots": 0}), None)
+        n_prompts = prompts.shape[0]
+        per_prompt = {**(extras or {}), ADDED_PROMPT: prompts}
+        lengths = batch.attention_mask.sum(1)
+        order = torch.argsort(lengths, stable=True)
+        sorted_lengths = lengths[order].tolist()
+        groups = []
+        for examples, prompt_slices in self._chunks(sorted_lengths, n_prompts, 0):
+            index = order[examples]
+            width = int(sorted_lengths[examples.stop - 1])
+            embeds = self.word_embeddings(batch.input_ids[index, :width])
+            mask, target = batch.attention_mask[index, :width], batch.target_pos[index]
+            parts = []
+            for chunk in prompt_slices:
+                n = chunk.stop - chunk.start
+                context = RowContext({k: v[chunk].repeat_interleave(len(index), dim=0) for k, v in per_prompt.items()},
+                                     self.prompt_offset, slots)
+                prompt_mask = None
+                if self.reads_prompt_positions:
+                    prompt_mask = torch.zeros((n * len(index), width), dtype=torch.bool, device=mask.device)
+                    prompt_mask[:, self.prompt_offset : self.prompt_offset + slots] = True
+                rows = (embeds.repeat(n, 1, 1), mask.repeat(n, 1), target.repeat(n))
+                parts.append(self._scores_in_context(context, *rows, prompt_mask).view(n, len(index), -1))
+            groups.append(torch.cat(parts, dim=0))
+        return batch.mask_logits(torch.cat(groups, dim=1)[:, _inverse(order)])
+
+    def _add_prompt(self, module, args, kwargs):
+        context = self.row_context
+        if context is None or ADDED_PROMPT not in context.extras:
+            return None
+        hidden = add_at_prompt(args[0] if args else kwargs["hidden_states"], context.extras[ADDED_PROMPT], context)
+        return ((hidden, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": hidden})
 
     def transformer_layers(self) -> torch.nn.ModuleList:
         """The stack of transformer blocks the input goes through (the encoder's, for seq2seq)."""

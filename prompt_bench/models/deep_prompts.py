@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import torch
 from torch import Tensor
 
-from prompt_bench.models.backbone import Backbone
+from prompt_bench.models.backbone import Backbone, add_at_prompt
 
 #: the `extras` key deep prompts travel under: [P, n_layers, L, d] per prompt, [rows, n_layers, L, d] per row
 DEEP_PROMPT = "deep_prompt"
@@ -35,14 +35,7 @@ def _adder(backbone: Backbone, layer: int) -> Callable:
             return None
         positional = len(args) > 0
         hidden: Tensor = args[0] if positional else kwargs["hidden_states"]
-        deep = context.extras[DEEP_PROMPT]
-        if deep.shape[0] != hidden.shape[0] or deep.shape[2] != context.prompt_len:
-            raise ValueError(f"deep prompts for {deep.shape[0]} rows of {deep.shape[2]} tokens, but layer {layer} "
-                             f"got {hidden.shape[0]} rows with a {context.prompt_len}-token prompt")
-        start, stop = context.prompt_offset, context.prompt_offset + context.prompt_len
-        prompt = deep[:, layer].to(device=hidden.device, dtype=hidden.dtype)
-        # out of place, so gradients (if any) and the caller's tensors stay intact
-        hidden = torch.cat([hidden[:, :start], hidden[:, start:stop] + prompt, hidden[:, stop:]], dim=1)
+        hidden = add_at_prompt(hidden, context.extras[DEEP_PROMPT][:, layer], context)
         if positional:
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}

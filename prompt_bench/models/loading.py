@@ -27,6 +27,11 @@ class ModelSpec:
     revision: str | None = None
     pool_prompt: bool = False  # sentence encoders: let the soft prompt's own positions into the mean pool
     similarity_scale: float = 20.0  # sentence encoders: cosine -> logit temperature
+    #: what precedes a label word when it is tokenized: " " (the word as it follows a space) or "" (the bare
+    #: word, txsun1997/Black-Box-Tuning's `tokenizer.encode('bad', add_special_tokens=False)[0]`)
+    label_word_prefix: str = " "
+    #: masked LMs: add the LM head's output bias to the label words' logits (bbt.py:199 zeroes RoBERTa's)
+    label_bias: bool = True
 
     @staticmethod
     def from_config(cfg: Mapping[str, Any]) -> "ModelSpec":
@@ -67,7 +72,25 @@ class ModelSpec:
             revision=cfg.get("revision"),
             pool_prompt=bool(cfg.get("pool_prompt", False)),
             similarity_scale=float(cfg.get("similarity_scale", 20.0)),
+            label_word_prefix=_label_word_prefix(name, cfg.get("label_word_prefix", " ")),
+            label_bias=_flag(f"model.label_bias", cfg.get("label_bias", True)),
         )
+
+
+def _label_word_prefix(name: str, value: Any) -> str:
+    if value not in (" ", "") and value is not None:
+        raise ConfigError(f"model '{name}': label_word_prefix must be ' ' (after a space) or '' (the bare word), got {value!r}")
+    return value or ""
+
+
+def _flag(key: str, value: Any) -> bool:
+    """A yes/no config value; strings such as "off" are not silently true."""
+    if isinstance(value, bool):
+        return value
+    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+    if str(value).strip().lower() in words:
+        return words[str(value).strip().lower()]
+    raise ConfigError(f"{key}={value} is not a yes/no value: use true or false")
 
 
 def pick_device(requested: str) -> torch.device:

@@ -34,4 +34,11 @@ class MaskedLMBackbone(Backbone):
         return self._gather(hidden, target)
 
     def _verbalize(self, features: Tensor) -> Tensor:
-        return self._head(features.unsqueeze(1))[:, 0, self.label_ids]
+        logits = self._head(features.unsqueeze(1))[:, 0, self.label_ids]
+        if not self.spec.label_bias:
+            # bbt.py:199 replaces RoBERTa's lm_head.bias by zeros; removing it from the label words' logits is
+            # the same and leaves the loaded weights untouched
+            bias = getattr(self.model.get_output_embeddings(), "bias", None)
+            if bias is not None:
+                logits = logits - bias[self.label_ids].to(logits.dtype)
+        return logits

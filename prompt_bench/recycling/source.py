@@ -67,6 +67,10 @@ def read_source(source: str | Path | None) -> SourcePrompt:
     path = prompt_file(source)
     prompt_shape(path)
     tensors, meta = load_tensors(path)
+    if meta.get("prompt_mode") == "add":
+        raise ConfigError(f"method.source '{source}' is a prompt added onto placeholder words (prompt_mode=add), an "
+                          "offset rather than input embeddings, so it cannot be recycled: recycle a prompt trained "
+                          "with method.prompt_mode=insert or by a gradient method")
     return SourcePrompt(path=path, prompt=tensors["prompt"].float(), meta=meta)
 
 
