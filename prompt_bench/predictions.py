@@ -103,9 +103,10 @@ def load(run_dir: Path) -> dict[str, dict[str, Predictions]] | None:
     out: dict[str, dict[str, Predictions]] = {}
     for entry, info in meta.items():
         split, task = entry.split("/", 1)
+        groups = tensors.get(f"{entry}/groups")
         out.setdefault(split, {})[task] = Predictions(
             info["metric"], tensors[f"{entry}/preds"].astype(np.int64), tensors[f"{entry}/labels"].astype(np.int64),
-            int(info.get("n_classes", 0)), tensors[f"{entry}/groups"].astype(np.int64) if f"{entry}/groups" in tensors else None)
+            int(info["n_classes"]), None if groups is None else groups.astype(np.int64))
     return out
 
 
@@ -117,7 +118,8 @@ def score_and_save(run_dir: Path, scorer: ScoreFn, tests: dict[str, tuple[Encode
     was_training = model.training
     model.eval()
     try:
-        test = {task: of_split(scorer, split, metric, batch_size, classes) for task, (split, metric, classes) in tests.items()}
+        test = {task: of_split(scorer, split, metric, batch_size, classes)
+                for task, (split, metric, classes) in tests.items()}
         dev_task, dev_split, dev_metric = dev
         dev_predictions = {dev_task: of_split(scorer, dev_split, dev_metric, batch_size)}
     finally:

@@ -33,12 +33,14 @@ BOOTSTRAP = 1000
 SEED = 0
 LEVEL = 0.95
 
-METHOD = ("95% CI = mean ± t·SE over seeds and test examples: SE² = between-seed variance / seeds (the seeds' "
-          "sample variance less what test-set resampling explains) + the variance of the seed mean over a "
-          f"bootstrap of the test examples ({BOOTSTRAP} seeded resamples, the same examples for every seed, the task's "
-          "own metric recomputed on each; MultiRC resamples questions); t with Welch-Satterthwaite degrees of "
-          "freedom. Paired tests: the same on per-seed differences (seeds paired, both methods on the same "
-          "resampled examples), two-sided p from t, Holm-adjusted within each family of comparisons shown.")
+def describe(n_boot: int = BOOTSTRAP) -> str:
+    """How the intervals and tests are computed, in one paragraph for a report."""
+    return ("95% CI = mean ± t·SE over seeds and test examples: SE² = between-seed variance / seeds (the seeds' "
+            "sample variance less what test-set resampling explains) + the variance of the seed mean over a "
+            f"bootstrap of the test examples ({n_boot} seeded resamples, the same examples for every seed, the "
+            "task's own metric recomputed on each; MultiRC resamples questions); t with Welch-Satterthwaite "
+            "degrees of freedom. Paired tests: the same on per-seed differences (seeds paired, both methods on "
+            "the same resampled examples), two-sided p from t, Holm-adjusted within each family of comparisons.")
 
 
 @dataclass
