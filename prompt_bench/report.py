@@ -304,7 +304,7 @@ def plot_scores(table: dict[tuple[str, str], dict[str, Any]], analysis: Analysis
     cells = sorted(((label, cell) for (label, t), cell in table.items() if t == task), reverse=True)
     if not any("ci" in cell for _, cell in cells):
         return None
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.45 * len(cells)))
+    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.45 * len(cells)))
     for row, (label, cell) in enumerate(cells):
         low, high = cell.get("ci", (cell["mean"] - cell["std"], cell["mean"] + cell["std"]))
         ax.errorbar(100 * cell["mean"], row, xerr=[[100 * (cell["mean"] - low)], [100 * (high - cell["mean"])]],
@@ -316,10 +316,11 @@ def plot_scores(table: dict[tuple[str, str], dict[str, Any]], analysis: Analysis
     ax.set_xlabel(f"test {cells[0][1]['metric']} (95% CI over seeds and test examples)")
     ax.set_title(task)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    ax.set_ylim(-0.6, len(cells) - 0.4)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small", frameon=False)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
