@@ -21,7 +21,7 @@ import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from prompt_bench import __version__, full_data, multitask
+from prompt_bench import __version__, full_data, multitask, predictions
 from prompt_bench.artifacts import save_tensors
 from prompt_bench.batching import encode_split
 from prompt_bench.checkpoint import Checkpoint
@@ -315,9 +315,9 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
     solution: Solution = the_plan.method_cls().fit(ctx)
 
     scorer = solution.scorer(backbone)
-    test_scores = (score_split(scorer, test, task.metric, eval_batch) if mixture is None
-                   else multitask.score_tests(scorer, mixture, eval_batch))
-    dev_scores = dev_score(scorer)
+    test_scores, dev_scores = predictions.score_and_save(
+        folder.path, scorer, {task.name: (test, task.metric, None)} if mixture is None else multitask.test_splits(mixture),
+        (task.name, dev, task.metric), eval_batch, backbone.model)
     if mixture is not None:
         dev_scores["average"] = dev_scores["accuracy"]  # the combined dev set's accuracy, what selection used
     prompt_file = None

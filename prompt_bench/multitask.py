@@ -16,12 +16,10 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from prompt_bench import conf_files
+from prompt_bench import conf_files, predictions
 from prompt_bench.batching import EncodedSplit, encode_split
 from prompt_bench.errors import ConfigError
-from prompt_bench.evaluation import predict
 from prompt_bench.models.backbone import Backbone
-from prompt_bench.tasks import metrics
 from prompt_bench.tasks.spec import TaskSpec
 
 MIXING = ("proportional", "uniform", "temperature")
@@ -143,17 +141,13 @@ def prepare(cfg: DictConfig, backbone: Backbone, prompt_len: int, load_data, pla
     return out
 
 
+def test_splits(data: MultitaskData) -> dict[str, tuple[EncodedSplit, str, list[int]]]:
+    """Each task's test split, metric and union classes (only its own words compete), for predictions.of_split."""
+    return {name: (split, spec.metric, to_union) for name, (spec, split, to_union) in data.tests.items()}
+
+
 def score_tests(scorer, data: MultitaskData, batch_size: int) -> dict[str, float]:
     """Every task's own metrics (its classes only, labels back in its own index), and `average`: the mean of
     the tasks' headline metrics."""
-    scores: dict[str, float] = {}
-    headline = []
-    for name, (spec, split, to_union) in data.tests.items():
-        logits, _ = predict(scorer, split, batch_size)
-        local = logits[:, to_union].argmax(-1).numpy()  # only its own words compete
-        result = metrics.compute(spec.metric, local, split.labels, split.groups)
-        scores.update({f"{name}/{k}": v for k, v in result.items()})
-        headline.append(result[metrics.primary(spec.metric)])
-    scores["average"] = float(sum(headline) / len(headline))
-    return scores
-
+    return predictions.scores({name: predictions.of_split(scorer, split, metric, batch_size, classes)
+                               for name, (split, metric, classes) in test_splits(data).items()})

@@ -95,3 +95,32 @@ def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def log_tables(tables: dict[str, tuple[list[str], list[list[Any]]]], requested: str, project: str,
+               entity: str | None, group: str, directory: Path) -> bool:
+    """Log {name: (columns, rows)} as wandb.Tables to a new W&B run (job type `report`). `requested` is a
+    logger mode; `auto` logs only when W&B is reachable online (an API key), so a report never leaves an
+    offline run behind unasked. Never fatal: False when nothing was logged."""
+    mode = _wandb_mode(requested)
+    if mode == "disabled" or (requested == "auto" and mode != "online"):
+        return False
+    try:
+        import wandb
+
+        run = wandb.init(project=project, entity=entity, group=group, job_type="report", name=f"report-{group}",
+                         dir=str(directory), mode=mode, reinit="finish_previous", settings=wandb.Settings(silent=True))
+        run.log({name: wandb.Table(columns=columns, data=[[_plain(v) for v in row] for row in rows])
+                 for name, (columns, rows) in tables.items()})
+        run.finish()
+        return True
+    except Exception as err:  # noqa: BLE001 - W&B must never end a report
+        log.warning("W&B unavailable for the report tables (%s)", str(err).splitlines()[0] if str(err) else err)
+        return False
+
+
+def _plain(value: Any) -> Any:
+    """A table value W&B takes: numbers and strings as they are, anything else as text."""
+    if value == "":
+        return None
+    return value if isinstance(value, (int, float, str, bool)) else str(value)

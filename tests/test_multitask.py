@@ -64,6 +64,13 @@ def test_each_task_in_the_mixture_predicts_as_it_would_alone(mirror, tmp_path):
     mixed = experiment.run(make(mirror, *MT, "method=manual"), tmp_path / "mixed")
     alone = experiment.run(make(mirror, "method=manual", "task=sst2", "setting.k=2"), tmp_path / "alone")
     assert mixed["test"]["sst2/accuracy"] == alone["test"]["accuracy"]
+    # and it keeps each task's own predictions, in the task's own label indices
+    from prompt_bench import predictions
+
+    kept, single = predictions.load(tmp_path / "mixed"), predictions.load(tmp_path / "alone")
+    assert set(kept["test"]) == {"sst2", "cb"} and set(kept["dev"]) == {"sst2+cb"}
+    assert (kept["test"]["sst2"].preds == single["test"]["sst2"].preds).all() and kept["test"]["cb"].n_classes == 3
+    assert predictions.scores(kept["test"]) == mixed["test"]
 
 
 def test_each_row_is_prompted_by_the_shared_prompt_then_its_own_tasks(tiny_models):

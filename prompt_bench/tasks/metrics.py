@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
+import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 from prompt_bench.errors import ConfigError
@@ -43,3 +44,32 @@ def compute(metric: str, preds: Sequence[int], labels: Sequence[int], groups: Se
             all_right[g] = all_right[g] and p == y
         out["em"] = sum(all_right.values()) / len(all_right)
     return out
+
+
+def from_confusion(metric: str, counts: np.ndarray) -> np.ndarray:
+    """The headline metric from confusion counts [..., C, C] (rows gold, columns predicted), for many
+    confusion matrices at once: what compute() gives for the predictions the counts tally (tested equal to
+    it). The bootstrap in stats.py recomputes the metric on thousands of resamples; going through sklearn for
+    each would take minutes per table, while every headline metric here is a function of the confusion matrix."""
+    counts = np.asarray(counts, dtype=float)
+    key = primary(metric)
+    total = counts.sum((-2, -1))
+    true_pos = np.diagonal(counts, axis1=-2, axis2=-1)
+    gold = counts.sum(-1)  # per class: examples whose label it is
+    predicted = counts.sum(-2)  # per class: examples predicted as it
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if key == "accuracy":
+            return np.where(total > 0, true_pos.sum(-1) / total, 0.0)
+        # F1 = 2 tp / (2 tp + fp + fn) = 2 tp / (gold + predicted); 0 where a class is neither (zero_division=0)
+        denominator = gold + predicted
+        f1 = np.where(denominator > 0, 2 * true_pos / denominator, 0.0)
+        if key in ("f1", "f1a"):  # the positive class, index 1 (MRPC's "equivalent", a MultiRC answer's "true")
+            return f1[..., 1]
+        if key == "macro_f1":  # sklearn averages over the classes present in the labels or the predictions
+            present = denominator > 0
+            return np.where(present.any(-1), (f1 * present).sum(-1) / np.maximum(present.sum(-1), 1), 0.0)
+        if key == "matthews":  # sklearn's multiclass form; 0 when either side has a single class
+            covariance = true_pos.sum(-1) * total - (gold * predicted).sum(-1)
+            spread = (total**2 - (predicted**2).sum(-1)) * (total**2 - (gold**2).sum(-1))
+            return np.where(spread > 0, covariance / np.sqrt(np.where(spread > 0, spread, 1.0)), 0.0)
+    raise ConfigError(f"no confusion-matrix form for metric '{metric}'")
