@@ -149,7 +149,7 @@ def score_tests(scorer, data: MultitaskData, batch_size: int) -> dict[str, float
     scores: dict[str, float] = {}
     headline = []
     for name, (spec, split, to_union) in data.tests.items():
-        logits, _ = predict(scorer, split, batch_size)
+        logits, _ = predict(scorer, split, batch_size, desc=f"test {name}")
         local = logits[:, to_union].argmax(-1).numpy()  # only its own words compete
         result = metrics.compute(spec.metric, local, split.labels, split.groups)
         scores.update({f"{name}/{k}": v for k, v in result.items()})

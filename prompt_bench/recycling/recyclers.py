@@ -95,8 +95,10 @@ class MLPRecycler(Recycler):
         )
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         loss = torch.tensor(float("nan"))
+        bar = progress.bar(self.epochs, "fit the v2v_nn map", unit="epochs")
         with torch.enable_grad():
             for _ in range(self.epochs):
+                bar.update(1)
                 order = torch.randperm(len(source), generator=generator)
                 for start in range(0, len(source), self.batch_size):
                     index = order[start : start + self.batch_size]
