@@ -27,6 +27,7 @@ from prompt_bench import __version__, full_data, multitask, progress
 from prompt_bench.artifacts import save_tensors
 from prompt_bench.batching import encode_split
 from prompt_bench.checkpoint import Checkpoint
+from prompt_bench.config_values import flag, whole_number
 from prompt_bench.errors import ConfigError, DataError, RunBusy
 from prompt_bench.evaluation import score_split
 from prompt_bench.methods.base import FitContext, Method, Solution
@@ -76,6 +77,8 @@ def method_class(name: str) -> type[Method]:
 
 
 def plan(cfg: DictConfig) -> Plan:
+    whole_number("seed", cfg.seed, minimum=0)
+    flag("compute.bf16", cfg.compute.bf16)
     task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
     model = ModelSpec.from_config(OmegaConf.to_container(cfg.model, resolve=True))
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
@@ -228,8 +231,9 @@ def _run_locked(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str,
         print_summary(results, folder.path, skipped=True)
         return results
     aside = folder.set_aside() if folder.started and cfg.run.restart else None
-    progress.configure(bool(cfg.run.progress), float(cfg.run.get("progress_every_s", 30)))
-    _quiet_hub_bars(bool(cfg.run.progress))
+    shown = flag("run.progress", cfg.run.progress)
+    progress.configure(shown, float(cfg.run.get("progress_every_s", 30)))
+    _quiet_hub_bars(shown)
     with diary(folder.path / "run.log"):
         if aside is not None:
             log.info("restarting: the interrupted run was moved to %s", aside)
@@ -290,7 +294,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
 
     with phases.phase("load model", f"{the_plan.model.name} from {the_plan.model.location}"):
         backbone = build_backbone(
-            the_plan.model, device=str(cfg.compute.device), bf16=bool(cfg.compute.bf16),
+            the_plan.model, device=str(cfg.compute.device), bf16=flag("compute.bf16", cfg.compute.bf16),
             max_tokens_per_forward=cfg.compute.max_tokens_per_forward,
         )
     mixture = None
