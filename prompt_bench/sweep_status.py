@@ -54,7 +54,7 @@ def _outcome(job_return: JobReturn) -> tuple[bool, str]:
     if isinstance(value, dict) and "error" in value:
         return False, str(value["error"])
     if isinstance(value, dict) and "test" in value and "metric" in value:
-        return True, f"test {value['metric']} {value['test'][value['metric']]:.4f}"
+        return True, f"test: {value['metric']} {value['test'][value['metric']]:.4f}"
     return True, "done"
 
 

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from prompt_bench import progress
+
 log = logging.getLogger(__name__)
 
 RECYCLERS = ("v2v_lin", "v2v_nn", "lin_comb")
