@@ -108,6 +108,10 @@ def main() -> None:
     if forced:
         os.environ[FORCED_ENV] = ",".join(forced)
     _hydra_main()
+    from prompt_bench import sweep_status
+
+    if sweep_status.failed_jobs:
+        sys.exit(1)  # a sweep with failed jobs is not a success (they are listed just above)
 
 
 @hydra.main(version_base=None, config_path=CONF_DIR, config_name="config")

@@ -12,7 +12,9 @@ import logging
 import platform
 import resource
 import shutil
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,11 @@ import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from prompt_bench import __version__, full_data, multitask, predictions
+from prompt_bench import __version__, full_data, multitask, predictions, progress
 from prompt_bench.artifacts import save_tensors
 from prompt_bench.batching import encode_split
 from prompt_bench.checkpoint import Checkpoint
+from prompt_bench.config_values import flag, whole_number
 from prompt_bench.errors import ConfigError, DataError, RunBusy
 from prompt_bench.evaluation import score_split
 from prompt_bench.methods.base import FitContext, Method, Solution
@@ -74,6 +77,8 @@ def method_class(name: str) -> type[Method]:
 
 
 def plan(cfg: DictConfig) -> Plan:
+    whole_number("seed", cfg.seed, minimum=0)
+    flag("compute.bf16", cfg.compute.bf16)
     task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
     model = ModelSpec.from_config(OmegaConf.to_container(cfg.model, resolve=True))
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
@@ -226,72 +231,116 @@ def _run_locked(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str,
         print_summary(results, folder.path, skipped=True)
         return results
     aside = folder.set_aside() if folder.started and cfg.run.restart else None
-    handler = logging.FileHandler(folder.path / "run.log")
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-    logging.getLogger().addHandler(handler)
-    if aside is not None:
-        log.info("restarting: the interrupted run was moved to %s", aside)
-    try:
+    shown = flag("run.progress", cfg.run.progress)
+    progress.configure(shown, float(cfg.run.get("progress_every_s", 30)))
+    _quiet_hub_bars(shown)
+    with diary(folder.path / "run.log"):
+        if aside is not None:
+            log.info("restarting: the interrupted run was moved to %s", aside)
         return _execute(cfg, the_plan, folder)
+
+
+@contextmanager
+def diary(path: Path):
+    """Within the block, everything our modules log at INFO and above is appended to `path` (the run's run.log:
+    phases, dev evaluations, the selected prompt, warnings, the final metrics). A resumed run appends."""
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S"))
+    ours = logging.getLogger("prompt_bench")
+    before = ours.level
+    ours.setLevel(logging.INFO)
+    ours.addHandler(handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        log.warning("interrupted: run the same command again to resume")
+        raise
+    except Exception as err:
+        log.error("failed: %s", str(err).splitlines()[0] if str(err) else type(err).__name__)
+        raise
     finally:
-        logging.getLogger().removeHandler(handler)
+        ours.removeHandler(handler)
+        ours.setLevel(before)
         handler.close()
+
+
+def _quiet_hub_bars(enabled: bool) -> None:
+    """Hugging Face's own bars (weight loading, downloads) only where ours would show bars: a terminal."""
+    from transformers.utils import logging as hf_logging
+
+    if enabled and progress.interactive():
+        hf_logging.enable_progress_bar()
+    else:
+        hf_logging.disable_progress_bar()
 
 
 def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, Any]:
     checkpoint = Checkpoint(folder.path)
+    phases = progress.Phases()
     if checkpoint.exists():
         _, meta = checkpoint.load()
         folder.trim_metrics(int(meta.get("calls", meta.get("step", 0))))
-        log.info("resuming the interrupted run in %s", folder.path)
+        log.info("resuming the interrupted run in %s from its checkpoint (run.log continues below)", folder.path)
     else:
         (folder.path / "metrics.jsonl").unlink(missing_ok=True)
+    from prompt_bench.cli import config_hash
+
+    log.info("command: %s", " ".join(["prompt-bench", *sys.argv[1:]]) if sys.argv else "?")
+    log.info("config hash %s; %s=%s task=%s model=%s seed=%s setting=%s", config_hash(_root_=cfg), "method",
+             cfg.method.name, the_plan.task.name, the_plan.model.name, cfg.seed, cfg.setting.name)
     config = OmegaConf.to_container(cfg, resolve=True)
     (folder.path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    backbone = build_backbone(
-        the_plan.model, device=str(cfg.compute.device), bf16=bool(cfg.compute.bf16),
-        max_tokens_per_forward=cfg.compute.max_tokens_per_forward,
-    )
+    with phases.phase("load model", f"{the_plan.model.name} from {the_plan.model.location}"):
+        backbone = build_backbone(
+            the_plan.model, device=str(cfg.compute.device), bf16=flag("compute.bf16", cfg.compute.bf16),
+            max_tokens_per_forward=cfg.compute.max_tokens_per_forward,
+        )
     mixture = None
-    if str(cfg.setting.name) == "multitask":
-        mixture = multitask.prepare(cfg, backbone, the_plan.prompt_len, load_data, the_plan.placeholders)
-        task, train, dev = mixture.task, mixture.train, mixture.dev
-        data = Data(train=[], dev=[], test=[], notes=mixture.notes, sources=mixture.sources)
-        test = None
-    else:
-        task = the_plan.task
-        data = load_data(cfg, task)
-        if str(cfg.setting.name) == "full_data" and the_plan.method_cls.access == "black_box":
-            data.train = full_data.black_box_sample(cfg.setting, data.train, int(cfg.seed))
-        backbone.set_verbalizer(task.verbalizer)
-        train, dev, test = (encode_split(split, task, backbone, the_plan.prompt_len, the_plan.placeholders)
-                            for split in (data.train, data.dev, data.test))
-        truncated = {name: split.truncated for name, split in (("train", train), ("dev", dev), ("test", test))
-                     if split.truncated}
-        if truncated:
-            data.notes.append("inputs cut to task.max_length (text only, never the prompt or template): "
-                              + ", ".join(f"{n} {name}" for name, n in truncated.items()))
+    with phases.phase("data"):
+        if str(cfg.setting.name) == "multitask":
+            mixture = multitask.prepare(cfg, backbone, the_plan.prompt_len, load_data, the_plan.placeholders)
+            task, train, dev = mixture.task, mixture.train, mixture.dev
+            data = Data(train=[], dev=[], test=[], notes=mixture.notes, sources=mixture.sources)
+            test = None
+        else:
+            task = the_plan.task
+            data = load_data(cfg, task)
+            if str(cfg.setting.name) == "full_data" and the_plan.method_cls.access == "black_box":
+                data.train = full_data.black_box_sample(cfg.setting, data.train, int(cfg.seed))
+            backbone.set_verbalizer(task.verbalizer)
+            train, dev, test = (encode_split(split, task, backbone, the_plan.prompt_len, the_plan.placeholders)
+                                for split in (data.train, data.dev, data.test))
+            truncated = {name: split.truncated for name, split in (("train", train), ("dev", dev), ("test", test))
+                         if split.truncated}
+            if truncated:
+                data.notes.append("inputs cut to task.max_length (text only, never the prompt or template): "
+                                  + ", ".join(f"{n} {name}" for name, n in truncated.items()))
+        log.info("%d train / %d dev / %s test examples", len(train), len(dev), "-" if test is None else len(test))
+        for note in data.notes:
+            log.warning("data: %s", note)
     eval_batch = int(cfg.compute.eval_batch_size)
 
-    def split_score(split):
+    def split_score(split, name: str):
         def score(scorer) -> dict[str, float]:
             was_training = backbone.model.training
             backbone.model.eval()
             try:
-                return score_split(scorer, split, task.metric, eval_batch)
+                return score_split(scorer, split, task.metric, eval_batch, desc=name)
             finally:
                 backbone.model.train(was_training)
 
         return score
 
-    dev_score = split_score(dev)
+    dev_score = split_score(dev, "dev")
 
     tracker = Tracker(
         folder.path, OmegaConf.to_container(cfg.logger, resolve=True), config,
         name=f"{task.name}-{cfg.method.name}-{the_plan.model.name}-s{cfg.seed}",
         group=f"{task.name}-{cfg.setting.name}", job_type=str(cfg.method.name),
         tags=[task.name, str(cfg.setting.name), the_plan.model.name],
+        step_unit="API calls" if the_plan.method_cls.access == "black_box" else "steps",
     )
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
     if str(cfg.setting.name) == "full_data" and the_plan.method_cls.access == "gradient":
@@ -300,8 +349,8 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         task=task, train=train, dev=dev, method=method_cfg,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), seed=int(cfg.seed), tracker=tracker,
         checkpoint=checkpoint, dev_score=dev_score, primary_metric=metrics.primary(task.metric),
-        progress=bool(cfg.run.progress), run_dir=folder.path,
-        test_score=(split_score(test) if mixture is None else (lambda scorer: multitask.score_tests(scorer, mixture, eval_batch)))
+        run_dir=folder.path,
+        test_score=(split_score(test, "test") if mixture is None else (lambda scorer: multitask.score_tests(scorer, mixture, eval_batch)))
         if cfg.run.get("track_test") else None,
         cache_dir=Path(str(cfg.run.root)) / "cache", mirror_root=loading.mirror_root(cfg.data.mirror),
         eval_batch_size=eval_batch, train_examples=list(data.train) if mixture is None else None,
@@ -312,12 +361,14 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         ctx.blackbox = BlackBoxAPI(backbone, train, budget=int(method_cfg["budget"]))
     else:
         ctx.backbone = backbone
-    solution: Solution = the_plan.method_cls().fit(ctx)
+    with phases.phase("train", f"method={cfg.method.name}, {the_plan.method_cls.access.replace('_', '-')} access"):
+        solution: Solution = the_plan.method_cls().fit(ctx)
+    _log_selection(solution)
 
     scorer = solution.scorer(backbone)
     test_scores, dev_scores = predictions.score_and_save(
         folder.path, scorer, {task.name: (test, task.metric, None)} if mixture is None else multitask.test_splits(mixture),
-        (task.name, dev, task.metric), eval_batch, backbone.model)
+        (task.name, dev, task.metric), eval_batch, backbone.model, phase=phases.phase)
     if mixture is not None:
         dev_scores["average"] = dev_scores["accuracy"]  # the combined dev set's accuracy, what selection used
     prompt_file = None
@@ -349,6 +400,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         **({} if mixture is None else {"tasks": mixture.counts}),
         "data_notes": data.notes, "data_sources": data.sources,
         "wall_time_s": round(checkpoint.wall_time_s(), 2),
+        "phase_seconds": phases.seconds,
         "peak_memory_mb": round(_peak_memory_mb(backbone.device), 1),
         "device": str(backbone.device), "versions": _versions(), "method_info": solution.meta,
     }
@@ -357,6 +409,21 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
     tmp.write_text(json.dumps(results, indent=2, default=str))
     tmp.replace(folder.results)
     tracker.finish({**{f"test/{k}": v for k, v in test_scores.items()}, "budget_used": solution.budget_used}, prompt_file)
+    log.info("finished: test %s, dev %s; %s %s used; %.1f s in all (%s)",
+             _scores(test_scores), _scores(dev_scores), solution.budget_used, results["budget_unit"],
+             results["wall_time_s"], ", ".join(f"{k} {v:.1f} s" for k, v in phases.seconds.items()))
     print_summary(results, folder.path)
     return results
+
+
+def _scores(scores: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+
+
+def _log_selection(solution: Solution) -> None:
+    """run.log: which prompt the method kept and why (its own words, from the solution's facts)."""
+    meta = solution.meta
+    facts = [f"{k}={meta[k]}" for k in ("selected", "best_dev", "best_calls", "best_step") if k in meta]
+    if facts or "selection" in meta:
+        log.info("selected prompt: %s%s", " ".join(facts), f" ({meta['selection']})" if "selection" in meta else "")
 

@@ -149,5 +149,5 @@ def test_splits(data: MultitaskData) -> dict[str, tuple[EncodedSplit, str, list[
 def score_tests(scorer, data: MultitaskData, batch_size: int) -> dict[str, float]:
     """Every task's own metrics (its classes only, labels back in its own index), and `average`: the mean of
     the tasks' headline metrics."""
-    return predictions.scores({name: predictions.of_split(scorer, split, metric, batch_size, classes)
+    return predictions.scores({name: predictions.of_split(scorer, split, metric, batch_size, classes, desc=f"test {name}")
                                for name, (split, metric, classes) in test_splits(data).items()})

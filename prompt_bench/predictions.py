@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -47,10 +48,10 @@ def _group_ids(groups: Sequence[str | None]) -> np.ndarray | None:
 
 
 def of_split(score: ScoreFn, split: EncodedSplit, metric: str, batch_size: int,
-             classes: Sequence[int] | None = None) -> Predictions:
+             classes: Sequence[int] | None = None, desc: str = "evaluate") -> Predictions:
     """Predict every example of `split`; with `classes`, only those logit columns compete (a multitask row
     takes only its own task's label words) and predictions are indices into `classes`."""
-    logits, labels = predict(score, split, batch_size)
+    logits, labels = predict(score, split, batch_size, desc)
     if classes is not None:
         logits = logits[:, list(classes)]
     return Predictions(metric, logits.argmax(-1).numpy(), labels.numpy(), logits.shape[1], _group_ids(split.groups))
@@ -111,17 +112,21 @@ def load(run_dir: Path) -> dict[str, dict[str, Predictions]] | None:
 
 
 def score_and_save(run_dir: Path, scorer: ScoreFn, tests: dict[str, tuple[EncodedSplit, str, Sequence[int] | None]],
-                   dev: tuple[str, EncodedSplit, str], batch_size: int, model: torch.nn.Module) -> tuple[dict, dict]:
+                   dev: tuple[str, EncodedSplit, str], batch_size: int, model: torch.nn.Module,
+                   phase: Callable[[str], ContextManager] = lambda name: nullcontext()) -> tuple[dict, dict]:
     """Score the final prompt on the test split(s) {task: (split, metric, classes)} and on the dev split
     (task, split, metric) with the model in eval mode, keep every prediction in the run folder, and return
-    the (test, dev) scores."""
+    the (test, dev) scores. `phase(name)` wraps the test and the dev scoring (the run's phase timings)."""
     was_training = model.training
     model.eval()
     try:
-        test = {task: of_split(scorer, split, metric, batch_size, classes)
-                for task, (split, metric, classes) in tests.items()}
+        with phase("test"):
+            test = {task: of_split(scorer, split, metric, batch_size, classes,
+                                   desc="test" if len(tests) == 1 else f"test {task}")
+                    for task, (split, metric, classes) in tests.items()}
         dev_task, dev_split, dev_metric = dev
-        dev_predictions = {dev_task: of_split(scorer, dev_split, dev_metric, batch_size)}
+        with phase("dev"):
+            dev_predictions = {dev_task: of_split(scorer, dev_split, dev_metric, batch_size, desc="dev")}
     finally:
         model.train(was_training)
     save(run_dir, {"test": test, "dev": dev_predictions})

@@ -26,8 +26,9 @@ def _wandb_mode(requested: str) -> str:
 
 class Tracker:
     def __init__(self, run_dir: Path, logger_cfg: dict[str, Any] | None, config: dict[str, Any], name: str,
-                 group: str, job_type: str, tags: list[str]):
+                 group: str, job_type: str, tags: list[str], step_unit: str = "steps"):
         self.run_dir = run_dir
+        self.step_unit = step_unit
         self.metrics_path = run_dir / "metrics.jsonl"
         self._wandb = None
         if logger_cfg and logger_cfg.get("name") == "wandb":
@@ -62,6 +63,10 @@ class Tracker:
         line = {"step": step, **record}
         with self.metrics_path.open("a") as out:
             out.write(json.dumps(line) + "\n")
+        dev = {k[4:]: v for k, v in record.items() if k.startswith("dev/")}
+        if dev:  # run.log keeps every dev evaluation; train steps stay in metrics.jsonl only
+            log.info("dev evaluation at %s %s: %s", step, self.step_unit,
+                     ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in dev.items()))
         if self._wandb is not None:
             try:
                 self._wandb.log(record, step=step)

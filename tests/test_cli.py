@@ -90,8 +90,10 @@ def test_overrides_inside_a_swept_group_are_forced_only_in_multirun_sweeps_of_th
 def test_a_sweep_sets_a_key_in_every_job_whose_group_has_it_and_refuses_the_others_by_name(mirror, tmp_path):
     done = cli("-m", "setting=few_shot,fewglue", "setting.k=4", "method=manual", "task=rte", "logger=none",
                f"run.root={tmp_path}", f"data.mirror={mirror}", f"hydra.sweep.dir={tmp_path}/sweep")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 1, done.stderr  # the sweep ran its other job, then says it did not fully succeed
     assert "setting.k is not a setting of setting=fewglue" in done.stderr
+    assert "[sweep] 2 jobs: 1 done, 1 failed" in done.stdout
+    assert "[sweep] failed: setting=fewglue" in done.stdout
     finished = list(tmp_path.rglob("results.json"))
     assert len(finished) == 1 and "few_shot" in finished[0].read_text()
 

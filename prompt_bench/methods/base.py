@@ -34,7 +34,6 @@ class FitContext:
     mirror_root: Path | None = None  # the local data mirror, for methods that read more data (pre-training corpora)
     eval_batch_size: int = 64
     train_examples: list | None = None  # the few-shot train examples as text, for methods with a second model
-    progress: bool = True
     n_tasks: int = 0  # setting=multitask: how many tasks the mixture holds (rows carry their task's index)
     task_tokens: int = 0  # setting.prompt=shared+task: each task's own soft tokens after the shared prompt
     patience: int | None = None  # gradient training stops after this many dev evaluations without a new best

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from prompt_bench import progress
 from prompt_bench.errors import ConfigError
 from prompt_bench.methods.base import FitContext, Method, Solution
 from prompt_bench.optim.dfo import make_search
@@ -113,7 +113,7 @@ def run_search(ctx: FitContext, state: "_SearchState") -> "_SearchState":
     losses, evaluate on dev at every `eval_every`-th call and at the end, checkpoint. Shared by the BBT family."""
     cfg, api, search = ctx.method, state.api, state.search
     cost, every = state.calls_per_candidate, int(cfg["eval_every"])
-    bar = tqdm(total=api.budget, initial=api.calls, desc="API calls", disable=not ctx.progress, leave=False)
+    bar = progress.bar(api.budget, "search", unit="API calls", initial=api.calls)
     while api.remaining >= cost:
         z = search.ask(min(search.popsize, api.remaining // cost))
         calls_before = api.calls

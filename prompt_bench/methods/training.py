@@ -9,8 +9,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
+from prompt_bench import progress
 from prompt_bench.methods.base import FitContext
 from prompt_bench.models.backbone import EncodedBatch
 from prompt_bench.optim import torch_optim
@@ -83,7 +83,7 @@ def train(
 
     if step == 0:
         evaluate(0)
-    bar = tqdm(total=max_steps, initial=step, desc="train", disable=not ctx.progress, leave=False)
+    bar = progress.bar(max_steps, "train", unit="steps", initial=step)
     def patience_left() -> bool:
         return ctx.patience is None or best.get("stale", 0) < int(ctx.patience)
 

@@ -17,7 +17,6 @@ import weakref
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
-import torch
 from torch import Tensor
 
 from prompt_bench.models.backbone import Backbone, add_at_prompt

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import torch
 
+from prompt_bench.config_values import flag
 from prompt_bench.errors import ConfigError, ModelError
 from prompt_bench.tasks.spec import FAMILIES
 
@@ -32,6 +33,8 @@ class ModelSpec:
     label_word_prefix: str = " "
     #: masked LMs: add the LM head's output bias to the label words' logits (bbt.py:199 zeroes RoBERTa's)
     label_bias: bool = True
+    #: load pickled weights (pytorch_model.bin), which can run code when unpickled; off: safetensors only
+    allow_pickle: bool = False
 
     @staticmethod
     def from_config(cfg: Mapping[str, Any]) -> "ModelSpec":
@@ -68,12 +71,13 @@ class ModelSpec:
             location=location,
             is_local=is_local,
             gguf_file=gguf,
-            trust_remote_code=bool(cfg.get("trust_remote_code", False)),
+            trust_remote_code=flag("model.trust_remote_code", cfg.get("trust_remote_code", False)),
             revision=cfg.get("revision"),
             pool_prompt=bool(cfg.get("pool_prompt", False)),
             similarity_scale=float(cfg.get("similarity_scale", 20.0)),
             label_word_prefix=_label_word_prefix(name, cfg.get("label_word_prefix", " ")),
-            label_bias=_flag(f"model.label_bias", cfg.get("label_bias", True)),
+            label_bias=flag("model.label_bias", cfg.get("label_bias", True)),
+            allow_pickle=flag("model.allow_pickle", cfg.get("allow_pickle", False)),
         )
 
 
@@ -82,15 +86,6 @@ def _label_word_prefix(name: str, value: Any) -> str:
         raise ConfigError(f"model '{name}': label_word_prefix must be ' ' (after a space) or '' (the bare word), got {value!r}")
     return value or ""
 
-
-def _flag(key: str, value: Any) -> bool:
-    """A yes/no config value; strings such as "off" are not silently true."""
-    if isinstance(value, bool):
-        return value
-    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-    if str(value).strip().lower() in words:
-        return words[str(value).strip().lower()]
-    raise ConfigError(f"{key}={value} is not a yes/no value: use true or false")
 
 
 def pick_device(requested: str) -> torch.device:
@@ -138,10 +133,15 @@ def load_pretrained(spec: ModelSpec, device: torch.device, dtype: torch.dtype):
         kwargs["revision"] = spec.revision
     if spec.gguf_file:
         kwargs["gguf_file"] = spec.gguf_file
+    model_kwargs = {} if spec.gguf_file or spec.allow_pickle else {"use_safetensors": True}
     try:
         tokenizer = AutoTokenizer.from_pretrained(spec.location, **kwargs)
-        model = auto.from_pretrained(spec.location, dtype=dtype, **kwargs)
+        model = auto.from_pretrained(spec.location, dtype=dtype, **kwargs, **model_kwargs)
     except OSError as err:
+        if model_kwargs and "safetensors" in str(err).lower():
+            raise ModelError(f"model '{spec.name}' at '{spec.location}' has no safetensors weights; its pickled "
+                             "weights can run code when loaded: convert them, or set model.allow_pickle=true if "
+                             "you trust their source") from None
         where = "folder" if spec.is_local else "hub id"
         raise ModelError(
             f"could not load model '{spec.name}' from {where} '{spec.location}' ({str(err).splitlines()[0]}): "

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from prompt_bench import progress
 from prompt_bench.batching import encode_split
 from prompt_bench.errors import ConfigError
 from prompt_bench.models.backbone import Backbone
@@ -22,9 +23,11 @@ def sentence_embeddings(texts: list[str], embedder: Backbone, task: TaskSpec, ba
     """[N, d] L2-normalised mean-pooled embeddings of the raw texts (no template, no prompt)."""
     split = encode_split([Example({"text": t}, 0) for t in texts], task, embedder, 0)
     out = []
+    bar = progress.bar(len(texts), "embed the corpus for clustering", unit="texts")
     for start in range(0, len(texts), batch_size):
         pooled = embedder.pooled(split.batch(range(start, min(start + batch_size, len(texts)))))
         out.append(torch.nn.functional.normalize(pooled, dim=-1).cpu())
+        bar.update(len(pooled))
     return torch.cat(out).numpy()
 
 

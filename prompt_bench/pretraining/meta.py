@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from prompt_bench import progress
 from prompt_bench.batching import EncodedSplit
 from prompt_bench.checkpoint import Checkpoint
 from prompt_bench.errors import ConfigError
@@ -66,7 +67,9 @@ def meta_train(backbone: Backbone, split: EncodedSplit, tasks: list[np.ndarray],
         with sdpa_kernel(SDPBackend.MATH):
             return F.cross_entropy(backbone.label_logits(batch, p[None])[0].float(), batch.labels)
 
+    bar = progress.bar(steps, f"meta-train ({algorithm})", unit="meta-steps", initial=start)
     for step in range(start, steps):
+        bar.update(1)
         rng = np.random.RandomState(seed * 1_000_003 + step)
         chosen = rng.choice(len(tasks), size=min(per_batch, len(tasks)), replace=False)
         meta_grad = torch.zeros_like(prompt)

@@ -65,6 +65,7 @@ def _pretrain(backbone: Backbone, cfg: Mapping[str, Any], n_tokens: int, folder:
         if cfg["clustering"] == "kmeans":
             embedder = backbone if backbone.family == "sentence_encoder" else _packaged_minilm(backbone.device)
             embed = lambda xs: clustering.sentence_embeddings(xs, embedder, task)  # noqa: E731
+        log.info("pre-training: clustering %d texts into %s groups (%s)", len(texts), cfg["k"], cfg["clustering"])
         assignment = clustering.cluster(texts, str(cfg["clustering"]), int(cfg["k"]), seed, embed)
         summary = clustering.write_summary(folder / "clusters.json", texts, assignment, labels)
         log.info("pre-training corpus: %d texts in %d auxiliary tasks", len(texts), len(summary["clusters"]))

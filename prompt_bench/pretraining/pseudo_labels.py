@@ -44,7 +44,7 @@ def pseudo_label(texts: list[str], backbone: Backbone, task: TaskSpec, teacher: 
     split = encode_split(examples, task, backbone, 0 if prompt is None else prompt.shape[0])
     scorer = (lambda batch: backbone.label_logits(batch)[0]) if prompt is None \
         else (lambda batch: backbone.label_logits(batch, prompt[None])[0])
-    logits, _ = predict(scorer, split, batch_size)
+    logits, _ = predict(scorer, split, batch_size, desc="pseudo-label the corpus")
     logits = torch.log_softmax(logits.float(), dim=-1)
     labels = (logits - logits.mean(0, keepdim=True)).argmax(-1).tolist()
     return [Example({"text": t}, int(y)) for t, y in zip(texts, labels)]

@@ -24,6 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from prompt_bench import progress
+
 log = logging.getLogger(__name__)
 
 RECYCLERS = ("v2v_lin", "v2v_nn", "lin_comb")
@@ -95,8 +97,10 @@ class MLPRecycler(Recycler):
         )
         optimizer = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         loss = torch.tensor(float("nan"))
+        bar = progress.bar(self.epochs, "fit the v2v_nn map", unit="epochs")
         with torch.enable_grad():
             for _ in range(self.epochs):
+                bar.update(1)
                 order = torch.randperm(len(source), generator=generator)
                 for start in range(0, len(source), self.batch_size):
                     index = order[start : start + self.batch_size]

@@ -107,8 +107,10 @@ def source_model_spec(source: SourcePrompt, override: str | None = None) -> Mode
     if location and Path(str(location)).is_dir() and family:
         run_model = _run_model_config(source)
         gguf = run_model.get("gguf_file") if run_model else (model_config(name) or {}).get("gguf_file")
-        return _spec_from_conf({"name": name or "source", "family": family, "path": str(location), "gguf_file": gguf,
-                                "trust_remote_code": run_model.get("trust_remote_code", False)}, source)
+        # Only where the weights are comes from the foreign run folder: loading options such as trust_remote_code
+        # would let that folder decide to run code here, so only the user's own model config may set them.
+        return _spec_from_conf({"name": name or "source", "family": family, "path": str(location), "gguf_file": gguf},
+                               source)
     conf = model_config(name)
     if conf is not None:
         return _spec_from_conf(conf, source)

@@ -1,0 +1,30 @@
+"""Reading config values that YAML and the command line may spell loosely, by one rule everywhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prompt_bench.errors import ConfigError
+
+_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def flag(key: str, value: Any) -> bool:
+    """A yes/no value: booleans, or true/false, yes/no, on/off, 1/0 in any case. Anything else is refused
+    (`bool("off")` is True, which once turned bf16 on for `compute.bf16=off`)."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    if word in _WORDS:
+        return _WORDS[word]
+    raise ConfigError(f"{key}={value} is not a yes/no value: use {key}=true or {key}=false")
+
+
+def whole_number(key: str, value: Any, minimum: int | None = None) -> int:
+    """An integer given as one (1.5 or "abc" are refused, never rounded)."""
+    if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())):
+        raise ConfigError(f"{key}={value} is not a whole number: use e.g. {key}=42")
+    number = int(value)
+    if minimum is not None and number < minimum:
+        raise ConfigError(f"{key}={value} must be >= {minimum}")
+    return number
