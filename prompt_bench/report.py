@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,20 @@ from prompt_bench.significance import Analysis
 
 
 def collect(root: Path) -> list[dict[str, Any]]:
-    """Every finished run (a results.json) under `root`."""
-    return [json.loads(p.read_text()) | {"run_dir": str(p.parent)} for p in sorted(Path(root).rglob("results.json"))]
+    """Every finished run (a results.json) under `root`; an unreadable one is skipped with a warning naming it,
+    so one corrupt file does not hide the rest of a sweep."""
+    runs = []
+    for path in sorted(Path(root).rglob("results.json")):
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(results, dict) or not {"task", "method", "test", "metric"} <= set(results):
+                raise ValueError("not a prompt-bench results.json")
+        except (OSError, UnicodeDecodeError, ValueError) as err:
+            print(f"prompt-bench-report: warning: skipping {path} ({str(err).splitlines()[0]}): "
+                  "re-run that configuration to rewrite it", file=sys.stderr)
+            continue
+        runs.append(results | {"run_dir": str(path.parent)})
+    return runs
 
 
 def _flat(node: Any, prefix: str = "") -> dict[str, str]:

@@ -254,3 +254,18 @@ def test_the_tables_are_logged_to_wandb_as_tables_when_it_is_reachable(tmp_path,
     assert logged["report"]["columns"][:4] == ["method", "task", "metric", "mean"]
     assert [row[0] for row in logged["report"]["data"]] == ["bbt", "majority class", "uniform random"]
     assert None in logged["report"]["data"][1] and "compare" in logged
+
+
+def test_a_corrupt_results_json_is_skipped_with_a_warning_naming_it(tmp_path, capsys):
+    from prompt_bench.report import collect
+
+    good = tmp_path / "sst2" / "bbt" / "m" / "seed13-a"
+    good.mkdir(parents=True)
+    (good / "results.json").write_text(json.dumps({"task": "sst2", "method": "bbt", "metric": "accuracy",
+                                                   "test": {"accuracy": 0.6}, "seed": 13}))
+    bad = tmp_path / "sst2" / "bbt" / "m" / "seed21-b"
+    bad.mkdir(parents=True)
+    (bad / "results.json").write_text('{"task": "sst2", "meth')  # cut off mid-write
+    runs = collect(tmp_path)
+    assert [r["seed"] for r in runs] == [13]
+    assert f"skipping {bad / 'results.json'}" in capsys.readouterr().err
