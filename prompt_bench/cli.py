@@ -104,6 +104,11 @@ def group_sweep_in_wandb(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    if sys.argv[1:] in (["--version"], ["-V"]):
+        from prompt_bench import __version__
+
+        print(f"prompt-bench {__version__}")
+        return
     sys.argv[1:], forced = force_keys_of_swept_groups(sys.argv[1:])
     if forced:
         os.environ[FORCED_ENV] = ",".join(forced)

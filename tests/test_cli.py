@@ -151,3 +151,14 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+def test_version_and_help_say_what_prompt_bench_is():
+    from prompt_bench import __version__
+
+    version = cli("--version")
+    assert version.returncode == 0 and version.stdout.strip() == f"prompt-bench {__version__}"
+    shown = cli("--help")
+    assert shown.returncode == 0
+    assert shown.stdout.startswith("prompt-bench: config-driven experiments for prompt learning")
+    assert "prompt-bench -m experiment=bbt_paper" in shown.stdout and "== Configuration groups ==" in shown.stdout
