@@ -31,6 +31,7 @@ from prompt_bench.methods.base import FitContext, Method, Solution
 from prompt_bench.methods.blackbox import BlackBoxAPI
 from prompt_bench.models import build_backbone
 from prompt_bench.models.loading import ModelSpec
+from prompt_bench.optim import torch_optim
 from prompt_bench.summary import print_summary
 from prompt_bench.tasks import loading, metrics, sampling
 from prompt_bench.tasks.spec import TaskSpec
@@ -83,6 +84,8 @@ def plan(cfg: DictConfig) -> Plan:
                 f"method={cfg.method.name} is {method_cls.access.replace('_', '-')} but optimizer={cfg.optimizer.name} "
                 f"is a {cfg.optimizer.kind} optimizer: use {fix}"
             )
+    if method_cls.access == "gradient":
+        torch_optim.check(cfg.optimizer)
     setting = str(cfg.setting.name)
     if setting == "multitask":
         for spec in multitask.task_specs(cfg):
