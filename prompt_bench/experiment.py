@@ -32,6 +32,7 @@ from prompt_bench.methods.blackbox import BlackBoxAPI
 from prompt_bench.models import build_backbone
 from prompt_bench.models.loading import ModelSpec
 from prompt_bench.optim import torch_optim
+from prompt_bench.plain_input import check_plain_input, encode_plain
 from prompt_bench.summary import print_summary
 from prompt_bench.tasks import loading, metrics, sampling
 from prompt_bench.tasks.spec import TaskSpec
@@ -61,6 +62,7 @@ class Plan:
     model: ModelSpec
     method_cls: type[Method]
     prompt_len: int
+    plain_input: bool = False  # the method reads the task's plain_input (no template), e.g. P-tuning v2's reference head
 
 
 def method_class(name: str) -> type[Method]:
@@ -98,6 +100,9 @@ def plan(cfg: DictConfig) -> Plan:
     else:
         task.template_for(model.family)
     method_cls.check(method_cfg)
+    plain_input = method_cls.reads_plain_input(method_cfg)
+    if plain_input:
+        check_plain_input(task, setting)
     if setting not in SETTINGS:
         raise _unknown_setting(setting)
     if setting == "full_data":
@@ -108,7 +113,8 @@ def plan(cfg: DictConfig) -> Plan:
         for key in ("n_train", "n_dev"):
             if int(cfg.setting[key]) <= 0:
                 raise ConfigError(f"setting.{key} must be a positive number of examples in total, got {cfg.setting[key]}")
-    return Plan(task=task, model=model, method_cls=method_cls, prompt_len=method_cls.prompt_length(method_cfg))
+    return Plan(task=task, model=model, method_cls=method_cls, prompt_len=method_cls.prompt_length(method_cfg),
+                plain_input=plain_input)
 
 
 @dataclass
@@ -265,9 +271,10 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
         if str(cfg.setting.name) == "full_data" and the_plan.method_cls.access == "black_box":
             data.train = full_data.black_box_sample(cfg.setting, data.train, int(cfg.seed))
         backbone.set_verbalizer(task.verbalizer)
-        train = encode_split(data.train, task, backbone, the_plan.prompt_len)
-        dev = encode_split(data.dev, task, backbone, the_plan.prompt_len)
-        test = encode_split(data.test, task, backbone, the_plan.prompt_len)
+        encode = encode_plain if the_plan.plain_input else encode_split
+        train = encode(data.train, task, backbone, the_plan.prompt_len)
+        dev = encode(data.dev, task, backbone, the_plan.prompt_len)
+        test = encode(data.test, task, backbone, the_plan.prompt_len)
     eval_batch = int(cfg.compute.eval_batch_size)
 
     def split_score(split):
@@ -295,7 +302,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
     ctx = FitContext(
         task=task, train=train, dev=dev, method=method_cfg,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), seed=int(cfg.seed), tracker=tracker,
-        checkpoint=checkpoint, dev_score=dev_score, primary_metric=metrics.primary(task.metric),
+        checkpoint=checkpoint, dev_score=dev_score, primary_metric=task.selection_metric,
         progress=bool(cfg.run.progress), run_dir=folder.path,
         test_score=(split_score(test) if mixture is None else (lambda scorer: multitask.score_tests(scorer, mixture, eval_batch)))
         if cfg.run.get("track_test") else None,
@@ -326,7 +333,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
             {"task": task.name, "method": str(cfg.method.name), "model": the_plan.model.name,
              "model_location": the_plan.model.location, "family": the_plan.model.family,
              "hidden_size": backbone.hidden_size, "seed": int(cfg.seed), "template": task.template_for(backbone.family),
-             "verbalizer": list(task.verbalizer), **solution.meta},
+             "verbalizer": list(task.verbalizer), "task_style": task.style, **solution.meta},
         )
     results = {
         "task": task.name, "method": str(cfg.method.name), "model": the_plan.model.name,

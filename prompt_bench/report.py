@@ -75,17 +75,19 @@ def label_runs(runs: list[dict[str, Any]]) -> None:
             run["label"] = series_label(run) + (f" ({', '.join(diffs)})" if diffs else "")
 
 
-def aggregate(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """(label, task) -> mean and std of the task's headline test metric over seeds (std as LM-BFF: ddof=0).
+def aggregate(runs: list[dict[str, Any]], metric: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    """(label, task) -> mean and std of the task's headline test metric over seeds (std as LM-BFF: ddof=0), or of
+    `metric` (e.g. accuracy, which every task reports: DPT's metric on CB and MultiRC) where a run has it.
     The label is `run["label"]` (see label_runs), else the method."""
     scores: dict[tuple[str, str], list[float]] = defaultdict(list)
     seeds: dict[tuple[str, str], list[int]] = defaultdict(list)
     metric_of: dict[str, str] = {}
     for run in runs:
+        name = metric if metric is not None and metric in run["test"] else run["metric"]
         key = (run.get("label", run["method"]), run["task"])
-        scores[key].append(float(run["test"][run["metric"]]))
+        scores[key].append(float(run["test"][name]))
         seeds[key].append(int(run["seed"]))
-        metric_of[run["task"]] = run["metric"]
+        metric_of[run["task"]] = name
     return {
         key: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v), "seeds": sorted(seeds[key]),
               "metric": metric_of[key[1]]}
@@ -187,17 +189,23 @@ def plot_curves(runs: list[dict[str, Any]], task: str, keys: list[str], path: Pa
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="prompt-bench-report", description=__doc__)
     parser.add_argument("root", type=Path, help="a sweep or outputs folder holding run folders")
+    parser.add_argument("--metric", default=None,
+                        help="report this test metric instead of each task's headline one where a run has it, e.g. "
+                             "accuracy (a paper's metric beside ours); writes report_<metric>.md / .csv")
     args = parser.parse_args(argv)
     runs = collect(args.root)
     if not runs:
         raise SystemExit(f"prompt-bench-report: error: no finished runs (results.json) under {args.root}")
     label_runs(runs)
-    table = aggregate(runs)
+    table = aggregate(runs, args.metric)
     text = markdown(table)
-    (args.root / "report.md").write_text(text + "\n")
-    write_csv(table, args.root / "report.csv")
+    stem = "report" if args.metric is None else f"report_{args.metric}"
+    (args.root / f"{stem}.md").write_text(text + "\n")
+    write_csv(table, args.root / f"{stem}.csv")
     print(text)
-    print(f"\n{len(runs)} runs; written to {args.root / 'report.md'} and {args.root / 'report.csv'}")
+    print(f"\n{len(runs)} runs; written to {args.root / f'{stem}.md'} and {args.root / f'{stem}.csv'}")
+    if args.metric is not None:
+        return
     for task in sorted({r["task"] for r in runs}):
         metric = next(r["metric"] for r in runs if r["task"] == task)
         for unit, label in (("api_calls", "API calls"), ("steps", "optimizer steps")):

@@ -71,6 +71,12 @@ class Method:
     def prompt_length(cls, method_cfg: dict[str, Any]) -> int:
         return int(method_cfg.get("n_prompt_tokens", 0) or 0)
 
+    @classmethod
+    def reads_plain_input(cls, method_cfg: dict[str, Any]) -> bool:
+        """Whether the method reads the task's `plain_input` (its text, no template or mask) instead of the
+        templated input, as P-tuning v2's reference classification head does."""
+        return False
+
     def fit(self, ctx: FitContext) -> Solution:
         raise NotImplementedError
 
