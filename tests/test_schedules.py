@@ -145,3 +145,19 @@ def test_a_run_with_warm_up_decay_and_clipping_resumes_to_the_uninterrupted_resu
     rates = [r["train/lr"] for r in read_metrics(tmp_path / "reference") if "train/lr" in r]
     np.testing.assert_allclose(rates, [0.01 * f for f in (0, 1 / 3, 2 / 3, 1, 6 / 7, 5 / 7, 4 / 7, 3 / 7, 2 / 7, 1 / 7)],
                                rtol=1e-12)
+
+
+def test_transformers_adafactor_takes_fixed_steps_of_lr_times_the_clipped_normalised_gradient(tmp_path):
+    """optimizer.implementation=transformers (T5X / DPT): at step 1 the second-moment estimate is g^2 (beta2_1 = 0),
+    so the update is lr * g / |g| = lr * sign(g), whose RMS is 1 (Adafactor's own update clipping at 1.0 leaves
+    it); no relative step, no parameter scaling. torch's Adafactor scales by the parameter's RMS instead."""
+    optimizer = {"name": "adafactor", "kind": "gradient", "lr": 0.3, "weight_decay": 0.0, "implementation": "transformers"}
+    w0 = np.array([0.3, -0.2, 0.1])
+    logits = SCALE * w0
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    grad = SCALE * (p[None, :] - np.eye(3)[LABELS]).mean(0)
+    recorder = fit(tmp_path / "hf", optimizer, steps=1)
+    np.testing.assert_allclose(recorder.after[0]["w"].double().numpy(), w0 - 0.3 * np.sign(grad), rtol=0, atol=1e-6)
+    torch_run = fit(tmp_path / "torch", {**optimizer, "implementation": "torch"}, steps=1)
+    assert np.abs(torch_run.after[0]["w"].double().numpy() - (w0 - 0.3 * np.sign(grad))).max() > 1e-2
