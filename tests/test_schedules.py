@@ -131,7 +131,7 @@ def test_bad_schedule_settings_are_refused_before_loading(mirror, bad, message):
 
 
 def test_a_run_with_warm_up_decay_and_clipping_resumes_to_the_uninterrupted_result(mirror, tmp_path):
-    overrides = ["method=prompt_tuning", "task=sst2", "method.n_prompt_tokens=4", "method.max_steps=10",
+    overrides = ["method=prompt_tuning", "task=cb", "method.n_prompt_tokens=4", "method.max_steps=10",
                  "method.eval_every=5", "method.batch_size=4", "optimizer.schedule=linear", "optimizer.warmup_steps=3",
                  "optimizer.max_grad_norm=0.1"]
 
