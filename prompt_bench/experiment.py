@@ -34,6 +34,8 @@ from prompt_bench.methods.base import FitContext, Method, Solution
 from prompt_bench.methods.blackbox import BlackBoxAPI
 from prompt_bench.models import build_backbone
 from prompt_bench.models.loading import ModelSpec
+from prompt_bench.optim import torch_optim
+from prompt_bench.plain_input import check_plain_input, encode_plain
 from prompt_bench.prompts.placeholders import Placeholders
 from prompt_bench.summary import print_summary
 from prompt_bench.tasks import loading, metrics, sampling
@@ -65,6 +67,7 @@ class Plan:
     method_cls: type[Method]
     prompt_len: int
     placeholders: Placeholders | None = None
+    plain_input: bool = False  # the method reads the task's plain_input (no template), e.g. P-tuning v2's reference head
 
 
 def method_class(name: str) -> type[Method]:
@@ -90,6 +93,8 @@ def plan(cfg: DictConfig) -> Plan:
                 f"method={cfg.method.name} is {method_cls.access.replace('_', '-')} but optimizer={cfg.optimizer.name} "
                 f"is a {cfg.optimizer.kind} optimizer: use {fix}"
             )
+    if method_cls.access == "gradient":
+        torch_optim.check(cfg.optimizer)
     setting = str(cfg.setting.name)
     if setting == "multitask":
         for spec in multitask.task_specs(cfg):
@@ -102,6 +107,9 @@ def plan(cfg: DictConfig) -> Plan:
     else:
         task.template_for(model.family)
     method_cls.check(method_cfg)
+    plain_input = method_cls.reads_plain_input(method_cfg)
+    if plain_input:
+        check_plain_input(task, setting)
     if setting not in SETTINGS:
         raise _unknown_setting(setting)
     if setting == "full_data":
@@ -113,7 +121,7 @@ def plan(cfg: DictConfig) -> Plan:
             if int(cfg.setting[key]) <= 0:
                 raise ConfigError(f"setting.{key} must be a positive number of examples in total, got {cfg.setting[key]}")
     return Plan(task=task, model=model, method_cls=method_cls, prompt_len=method_cls.prompt_length(method_cfg),
-                placeholders=method_cls.placeholders(method_cfg))
+                placeholders=method_cls.placeholders(method_cfg), plain_input=plain_input)
 
 
 @dataclass
@@ -310,13 +318,16 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
             if str(cfg.setting.name) == "full_data" and the_plan.method_cls.access == "black_box":
                 data.train = full_data.black_box_sample(cfg.setting, data.train, int(cfg.seed))
             backbone.set_verbalizer(task.verbalizer)
-            train, dev, test = (encode_split(split, task, backbone, the_plan.prompt_len, the_plan.placeholders)
-                                for split in (data.train, data.dev, data.test))
-            truncated = {name: split.truncated for name, split in (("train", train), ("dev", dev), ("test", test))
-                         if split.truncated}
-            if truncated:
+            if the_plan.plain_input:
+                train, dev, test = (encode_plain(split, task, backbone, the_plan.prompt_len)
+                                    for split in (data.train, data.dev, data.test))
+            else:
+                train, dev, test = (encode_split(split, task, backbone, the_plan.prompt_len, the_plan.placeholders)
+                                    for split in (data.train, data.dev, data.test))
+            truncated = {name: getattr(split, "truncated", 0) for name, split in (("train", train), ("dev", dev), ("test", test))}
+            if any(truncated.values()):
                 data.notes.append("inputs cut to task.max_length (text only, never the prompt or template): "
-                                  + ", ".join(f"{n} {name}" for name, n in truncated.items()))
+                                  + ", ".join(f"{n} {name}" for name, n in truncated.items() if n))
         log.info("%d train / %d dev / %s test examples", len(train), len(dev), "-" if test is None else len(test))
         for note in data.notes:
             log.warning("data: %s", note)
@@ -348,7 +359,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
     ctx = FitContext(
         task=task, train=train, dev=dev, method=method_cfg,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), seed=int(cfg.seed), tracker=tracker,
-        checkpoint=checkpoint, dev_score=dev_score, primary_metric=metrics.primary(task.metric),
+        checkpoint=checkpoint, dev_score=dev_score, primary_metric=task.selection_metric,
         run_dir=folder.path,
         test_score=(split_score(test, "test") if mixture is None else (lambda scorer: multitask.score_tests(scorer, mixture, eval_batch)))
         if cfg.run.get("track_test") else None,
@@ -381,7 +392,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
             {"task": task.name, "method": str(cfg.method.name), "model": the_plan.model.name,
              "model_location": the_plan.model.location, "family": the_plan.model.family,
              "hidden_size": backbone.hidden_size, "seed": int(cfg.seed), "template": task.template_for(backbone.family),
-             "verbalizer": list(task.verbalizer),
+             "verbalizer": list(task.verbalizer), "task_style": task.style,
              "prompt_mode": "insert" if the_plan.placeholders is None else "add",
              **({} if the_plan.placeholders is None else {"placeholder_ids": the_plan.placeholders.ids(
                  backbone.tokenizer, the_plan.model.name), "placeholder_separator": the_plan.placeholders.separator}),

@@ -94,18 +94,20 @@ def label_runs(runs: list[dict[str, Any]]) -> None:
             run["label"] = series_label(run) + (f" ({', '.join(diffs)})" if diffs else "")
 
 
-def aggregate(runs: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
-    """(label, task) -> mean and std of the task's headline test metric over seeds (std as LM-BFF: ddof=0),
-    and the cell's runs. The label is `run["label"]` (see label_runs), else the method."""
+def aggregate(runs: list[dict[str, Any]], metric: str | None = None) -> dict[tuple[str, str], dict[str, Any]]:
+    """(label, task) -> mean and std of the task's headline test metric over seeds (std as LM-BFF: ddof=0), or of
+    `metric` (e.g. accuracy, which every task reports: DPT's metric on CB and MultiRC) where a run has it; and the
+    cell's runs. The label is `run["label"]` (see label_runs), else the method."""
     cells: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for run in runs:
         cells[(run.get("label", run["method"]), run["task"])].append(run)
     table = {}
     for key, group in cells.items():
         group = sorted(group, key=lambda r: int(r["seed"]))
-        values = [float(r["test"][r["metric"]]) for r in group]
+        name = metric if metric is not None and all(metric in r["test"] for r in group) else group[0]["metric"]
+        values = [float(r["test"][name]) for r in group]
         table[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values),
-                      "seeds": [int(r["seed"]) for r in group], "metric": group[0]["metric"], "runs": group}
+                      "seeds": [int(r["seed"]) for r in group], "metric": name, "runs": group}
     return table
 
 
@@ -347,11 +349,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=stats.SEED, help="seed of the resampling (results are deterministic)")
     parser.add_argument("--wandb", choices=("auto", "online", "offline", "disabled"), default="auto",
                         help="log the tables to a W&B run: auto = only when W&B is reachable online (an API key)")
+    parser.add_argument("--metric", default=None,
+                        help="report this test metric instead of each task's headline one where a run has it, e.g. "
+                             "accuracy (a paper's metric beside ours); writes report_<metric>.md / .csv, without intervals")
     args = parser.parse_args(argv)
     runs = collect(args.root)
     if not runs:
         raise SystemExit(f"prompt-bench-report: error: no finished runs (results.json) under {args.root}")
     label_runs(runs)
+    if args.metric is not None:  # another metric than the one the predictions' intervals are computed for
+        table = aggregate(runs, args.metric)
+        text = markdown(table)
+        stem = f"report_{args.metric}"
+        (args.root / f"{stem}.md").write_text(text + "\n")
+        write_csv(table, args.root / f"{stem}.csv")
+        print(text)
+        print(f"\n{len(runs)} runs; written to {args.root / f'{stem}.md'} and {args.root / f'{stem}.csv'}")
+        return
     table = aggregate(runs)
     analysis = significance.analyse(table, args.bootstrap, args.seed)
     text = markdown(table, analysis) + "\n\n" + legend(analysis, args.bootstrap)

@@ -5,7 +5,7 @@ zero-shot manual prompt and with random prompts of the same length.
     python scripts/recycle_grid.py outputs/closing/issue2/sst2/prompt_tuning/minilm --target smollm2 --limit-test 200
 
 SOURCES: folders searched for prompt.safetensors (any prompt-bench run folders: a sweep of prompt_tuning over seeds
-and tasks, say); each prompt's prompt.json names its task and source model. Per (task, recycler) it reports the
+and tasks, say); each prompt's prompt.json names its task, its task style (template + label words) and source model. Per (task, recycler) it reports the
 mean test metric of the recycled prompts, the zero-shot manual prompt's score (method=manual: template +
 verbalizer, no prompt), the mean score of random prompts (one per source prompt, drawn as
 `initial_prompt("random", L, target embeddings, seed)` with that source run's seed) and the success rate: the
@@ -156,7 +156,13 @@ def main() -> None:
               "bf16": args.bf16, "limit_test": args.limit_test, "n_words": args.n_words, "word_skip": args.word_skip, "tasks": {}}
     rows = []
     for task_name, task_sources in sorted(by_task.items()):
-        task = TaskSpec.from_config(conf("task", task_name))
+        # score with the template and label words the source prompts were trained with (their prompt.json's task_style,
+        # e.g. recycling_grid's T5 text-to-text "sentence: ..." with negative / positive)
+        styles = {s.meta.get("task_style") for s in task_sources}
+        if len(styles) > 1:
+            raise SystemExit(f"recycle_grid: the {task_name} source prompts were trained with different task styles "
+                             f"{sorted(map(str, styles))}: recycle each style's prompts separately")
+        task = TaskSpec.from_config({**conf("task", task_name), "style": styles.pop()})
         key = metrics.primary(task.metric)
         target.set_verbalizer(task.verbalizer)
         test_examples = limited(loading.load_split(task, "test", root).examples, args.limit_test)

@@ -13,6 +13,7 @@ from prompt_bench.methods.dynamic_prompting import DynamicPromptSolution, Pooled
 from prompt_bench.methods.p_tuning_v2 import prefix_scorer
 from prompt_bench.models.prefixes import enable_prefixes
 from prompt_bench.prompts.dynamic import Choices, DynamicPrompt, arrange, temperature
+from prompt_bench.tracking import read_metrics
 
 from test_backbones import backbone_for, batch_for
 from test_experiment import make, run_interrupted_then_resumed
@@ -156,3 +157,63 @@ def test_the_evaluation_shortcut_arranges_exactly_like_the_differentiable_path()
         shortcut = arrange(embeds, mask, torch.tensor([2, 2, 1]), choices, offset=1)
     for a, b in zip(with_grad, shortcut):
         torch.testing.assert_close(a.detach(), b)
+
+
+@torch.no_grad()
+def test_dpts_representation_selector_is_linear_then_tanh_then_softmax():
+    """method.dp.pool_selector=linear_tanh: the pool weights of Xianjun-Yang/DPT's soft_ins_vec_adaptive.py
+    (nn.Linear(dim, k) -> nn.Tanh() -> softmax over the k prompts), rebuilt here from the layer's weights."""
+    pooled = torch.randn(5, 8, generator=torch.Generator().manual_seed(0))
+    pool = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(1))
+    tanh = DynamicPrompt(pool, 8, "off", "off", "instance", pool_selector="linear_tanh")
+    plain = DynamicPrompt(pool, 8, "off", "off", "instance")
+    tanh.mixer.layer.weight.normal_(0, 2.0)
+    plain.mixer.layer.load_state_dict(tanh.mixer.layer.state_dict())
+    layer = tanh.mixer.layer
+    weights = torch.softmax(torch.tanh(pooled @ layer.weight.T + layer.bias), dim=-1)  # [B, K]
+    expected = (weights[:, :, None, None] * pool[None]).sum(1)
+    torch.testing.assert_close(tanh(pooled, 1.0, sample=False).prompts, expected, rtol=1e-5, atol=1e-6)
+    # without the Tanh (DPT's position + representation code, our default) the mixture differs
+    untamed = torch.softmax(pooled @ layer.weight.T + layer.bias, dim=-1)
+    torch.testing.assert_close(plain(pooled, 1.0, sample=False).prompts, (untamed[:, :, None, None] * pool[None]).sum(1),
+                               rtol=1e-5, atol=1e-6)
+    assert (tanh(pooled, 1.0, sample=False).prompts - plain(pooled, 1.0, sample=False).prompts).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="pool_selector"):
+        DynamicPrompt(pool, 8, "off", "off", "instance", pool_selector="tanh")
+
+
+DPT_RECIPE = ["method.dp.pool_selector=linear_tanh", "method.init=uniform", "method.model_dropout=true",
+              "method.temperature.every=4", "task.style=dpt", "optimizer=adafactor", "optimizer.implementation=transformers",
+              "optimizer.lr=0.3", "optimizer.weight_decay=0", "optimizer.schedule=constant_with_warmup",
+              "optimizer.warmup_steps=2", "optimizer.max_grad_norm=1.0"]
+
+
+def test_dpts_recipe_runs_resumes_and_its_artifact_scores_with_the_tanh_selector(mirror, tmp_path, minilm_backbone):
+    def run(folder):
+        return experiment.run(make(mirror, *TINY_DP, *DPT_RECIPE), folder)
+
+    reference = run(tmp_path / "reference")
+    assert reference["method_info"]["pool_selector"] == "linear_tanh"
+    rates = [r["train/lr"] for r in read_metrics(tmp_path / "reference") if "train/lr" in r]
+    assert rates == [0.0, 0.15, 0.3, 0.3, 0.3, 0.3]  # 2 constant warm-up steps, then lr 0.3
+    resumed = run_interrupted_then_resumed(run, tmp_path / "run", at=5)
+    assert resumed["test"] == reference["test"]
+    assert {"accuracy", "macro_f1"} <= set(reference["test"])  # CB: DPT's metric beside ours
+    tensors, _ = load_tensors(tmp_path / "reference" / "prompt.safetensors")
+    from omegaconf import OmegaConf
+
+    from prompt_bench.batching import encode_split
+    from prompt_bench.evaluation import score_split
+    from prompt_bench.tasks import loading
+    from prompt_bench.tasks.spec import TaskSpec
+
+    task = TaskSpec.from_config(OmegaConf.to_container(make(mirror, *TINY_DP, "task.style=dpt").task, resolve=True))
+    assert task.verbalizer == ("yes", "no", "maybe") and task.selection_metric == "accuracy"
+    minilm_backbone.set_verbalizer(task.verbalizer)
+    test = encode_split(loading.load_split(task, "test", mirror).examples, task, minilm_backbone, 3)
+    solution = DynamicPromptSolution(prompt=None, tensors=tensors, meta=reference["method_info"])
+    assert score_split(solution.scorer(minilm_backbone), test, task.metric, 16) == pytest.approx(reference["test"], abs=1e-6)
+    untamed = DynamicPromptSolution(prompt=None, tensors=tensors, meta={**reference["method_info"], "pool_selector": "linear"})
+    batch = test.batch(list(range(16)))
+    with torch.no_grad():
+        assert (solution.scorer(minilm_backbone)(batch) - untamed.scorer(minilm_backbone)(batch)).abs().max() > 0

@@ -136,26 +136,76 @@ def test_dp_superglue_is_the_superglue_grid_on_t5_large_with_dpts_training_lengt
         for method in ("prompt_tuning", "p_tuning_v2", "dynamic_prompting"):
             job = next(j for j in jobs if f"method={method}" in j)
             m = compose(config_name="config", overrides=job).method
-            assert (m.name, m.n_prompt_tokens, m.max_steps, m.eval_every, m.batch_size) == (method, 20, 20000, 500, 32)
+            # DPT: batches of 8, an optimizer step per batch: 20,000 "global" steps of 4 batches, eval every 500 of them
+            assert (m.name, m.n_prompt_tokens, m.max_steps, m.eval_every, m.batch_size) == (method, 20, 80000, 2000, 8)
+
+
+def test_dp_superglue_trains_each_method_with_its_reference_recipe():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        def job(method, task="cb"):
+            return compose(config_name="config", overrides=[f"method={method}", f"task={task}", "experiment=dp_superglue"])
+
+        for method in ("prompt_tuning", "dynamic_prompting"):  # DPT's soft-prompt recipe
+            cfg = job(method)
+            o = cfg.optimizer
+            assert (o.name, o.implementation, o.lr, o.scale_parameter, o.relative_step) == (
+                "adafactor", "transformers", 0.3, False, False)
+            assert (o.schedule, o.warmup_steps, o.max_grad_norm, cfg.method.model_dropout) == (
+                "constant_with_warmup", 500, 1.0, True)
+        dp = job("dynamic_prompting").method
+        assert (dp.init, dp.temperature.every, dp.dp.pool_selector) == ("uniform", 4, "linear")
+        assert job("prompt_tuning").method.init == "vocab"
+        ptv2 = job("p_tuning_v2")  # THUDM/P-tuning-v2's head, dropout and Trainer recipe
+        assert (ptv2.method.head, ptv2.method.dropout, ptv2.method.model_dropout, ptv2.method.prefix_init_std) == (
+            "reference", 0.1, True, 0.02)
+        assert (ptv2.optimizer.name, ptv2.optimizer.lr, ptv2.optimizer.schedule, ptv2.optimizer.warmup_steps,
+                ptv2.optimizer.max_grad_norm) == ("adamw", 0.01, "linear", 0, 1.0)
+        # DPT's templates and lowercase words; CB and MultiRC select on accuracy, as DPT's evaluate() scores them
+        for task, words, select in (("cb", ["yes", "no", "maybe"], "accuracy"), ("superglue_rte", ["yes", "no"], None),
+                                    ("boolq", ["no", "yes"], None), ("multirc", ["no", "yes"], "accuracy"),
+                                    ("copa", ["A", "B"], None), ("wic", ["no", "yes"], None)):
+            spec = plan(job("prompt_tuning", task)).task
+            assert (spec.style, list(spec.verbalizer), spec.select) == ("dpt", words, select)
+            assert spec.template.endswith("{mask}") and spec.causal_template is None
+        assert plan(job("prompt_tuning", "cb")).task.template == "hypothesis: {hypothesis}. premise: {premise} {mask}"
+        # outside the preset nothing changes: our templates, our optimizer, no dropout
+        plain = compose(config_name="config", overrides=["method=dynamic_prompting", "task=cb"])
+        assert (plain.task.style, plain.optimizer.name, plain.optimizer.schedule, plain.method.model_dropout,
+                plain.method.init) == (None, "adamw", "constant", False, "vocab")
 
 
 def test_a_command_line_sweep_replaces_the_presets_and_keeps_the_rest():
-    # the command the dp_superglue comment gives for DPT's optimizer on the two soft-prompt methods
-    jobs = preset_jobs("dp_superglue", "method=prompt_tuning,dynamic_prompting", "optimizer=adafactor",
-                       "optimizer.lr=0.3")
+    jobs = preset_jobs("dp_superglue", "method=prompt_tuning,dynamic_prompting", "optimizer.warmup_steps=10")
     assert choices(jobs, "method") == ["prompt_tuning", "dynamic_prompting"]
-    assert len(jobs) == 2 * 5 * 3 and all("optimizer=adafactor" in job for job in jobs)
+    assert len(jobs) == 2 * 5 * 3
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         for job in (jobs[0], jobs[-1]):
             run = compose(config_name="config", overrides=job)
-            # a method's own optimizer.lr (0.01) would otherwise outlive the switch to adafactor
-            assert (run.optimizer.name, run.optimizer.lr, run.method.max_steps) == ("adafactor", 0.3, 20000)
+            # the per-method recipe still applies, and a command-line value still wins over it
+            assert (run.optimizer.name, run.optimizer.lr, run.optimizer.warmup_steps, run.method.max_steps) == (
+                "adafactor", 0.3, 10, 80000)
+
+
+def test_bbt_paper_trains_its_p_tuning_v2_row_as_the_p_tuning_v2_code_does():
+    with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
+        ptv2 = compose(config_name="config", overrides=["method=p_tuning_v2", "task=rte", "experiment=bbt_paper"])
+        assert (ptv2.method.head, ptv2.method.dropout, ptv2.optimizer.schedule, ptv2.optimizer.max_grad_norm) == (
+            "reference", 0.1, "linear", 1.0)
+        assert plan(ptv2).plain_input
+        pt = compose(config_name="config", overrides=["method=prompt_tuning", "task=rte", "experiment=bbt_paper"])
+        assert (pt.optimizer.schedule, pt.optimizer.max_grad_norm, pt.method.model_dropout) == ("constant", None, False)
 
 
 def test_recycling_grid_trains_source_prompts_where_recycle_grid_py_looks_for_them():
     cfg = make("experiment=recycling_grid")
     assert (cfg.method.name, cfg.optimizer.name, cfg.optimizer.lr) == ("prompt_tuning", "adafactor", 0.3)
+    # T5X's Adafactor as the prompt-tuning gin configs set it: fixed step size, no parameter scaling, decay 1e-5
+    assert (cfg.optimizer.implementation, cfg.optimizer.scale_parameter, cfg.optimizer.weight_decay) == (
+        "transformers", False, 1e-5)
     assert (cfg.setting.name, cfg.method.max_steps) == ("full_data", 20000)
+    # the reference's SST-2 text-to-text input and rank classification of the label names
+    spec = plan(cfg).task
+    assert (spec.style, spec.template, spec.verbalizer) == ("t5", "sentence: {sentence} {mask}", ("negative", "positive"))
     jobs = preset_jobs("recycling_grid")
     assert choices(jobs, "model") == ["t5_base_lm", "t5_large_lm"]
     assert len(jobs) == 2 * 1 * 3

@@ -76,6 +76,12 @@ class Method:
         """Placeholder words the method's prompt is added onto (BBT's additive prompt); None: it is inserted."""
         return None
 
+    @classmethod
+    def reads_plain_input(cls, method_cfg: dict[str, Any]) -> bool:
+        """Whether the method reads the task's `plain_input` (its text, no template or mask) instead of the
+        templated input, as P-tuning v2's reference classification head does."""
+        return False
+
     def fit(self, ctx: FitContext) -> Solution:
         raise NotImplementedError
 

@@ -17,7 +17,7 @@ from prompt_bench.methods.base import FitContext, Method, Solution
 from prompt_bench.methods.training import train
 from prompt_bench.models.backbone import Backbone, EncodedBatch
 from prompt_bench.models.prefixes import PREFIX, PREFIX_MASK, enable_prefixes
-from prompt_bench.prompts.dynamic import MODES, DynamicPrompt, arrange, temperature
+from prompt_bench.prompts.dynamic import MODES, POOL_SELECTORS, DynamicPrompt, arrange, temperature
 from prompt_bench.prompts.prefix import PrefixEncoder, linear_head, saved_head
 from prompt_bench.prompts.soft import initial_prompt
 
@@ -39,8 +39,14 @@ class PooledCache:
         if missing:
             sub = EncodedBatch(batch.input_ids[missing], batch.attention_mask[missing], batch.target_pos[missing],
                                batch.labels[missing])
-            for i, vector in zip(missing, self.backbone.pooled(sub)):
-                self.store[keys[i]] = vector
+            model = self.backbone.model
+            was_training = model.training
+            model.eval()  # the stored representation is the model's own, without dropout (method.model_dropout)
+            try:
+                for i, vector in zip(missing, self.backbone.pooled(sub)):
+                    self.store[keys[i]] = vector
+            finally:
+                model.train(was_training)
         return torch.stack([self.store[k] for k in keys])
 
 
@@ -72,7 +78,8 @@ class DynamicPromptSolution(Solution):
         if meta["base"] == "deep":
             enable_prefixes(backbone)
         pool = self.tensors["dynamic.pool"]
-        dynamic = DynamicPrompt(pool, backbone.hidden_size, *meta["modes"]).to(backbone.device)
+        dynamic = DynamicPrompt(pool, backbone.hidden_size, *meta["modes"],
+                                pool_selector=meta.get("pool_selector", "linear")).to(backbone.device)
         dynamic.load_state_dict({k[len("dynamic."):]: v for k, v in self.tensors.items() if k.startswith("dynamic.")})
         head = saved_head(self.tensors, backbone.device)
         # without a step the scorer evaluates (argmax choices), so the temperature is never read
@@ -90,6 +97,11 @@ class DynamicPrompting(Method):
         for key in ("position", "length", "representation"):
             if cfg["dp"][key] not in MODES:
                 raise ConfigError(f"method.dp.{key}={cfg['dp'][key]} is not one of {', '.join(MODES)}")
+        if cfg["dp"]["pool_selector"] not in POOL_SELECTORS:
+            raise ConfigError(f"method.dp.pool_selector={cfg['dp']['pool_selector']} is not one of "
+                              f"{', '.join(POOL_SELECTORS)}")
+        if int(cfg["temperature"]["every"]) <= 0:
+            raise ConfigError(f"method.temperature.every must be positive, got {cfg['temperature']['every']}")
         if cfg["base"] not in BASES:
             raise ConfigError(f"method.base={cfg['base']} is not one of {', '.join(BASES)}")
         if cfg["head"] not in HEADS:
@@ -121,19 +133,22 @@ class DynamicPrompting(Method):
         dp = cfg["dp"]
         modes = (str(dp["position"]), str(dp["length"]), str(dp["representation"]))
         # parameters stay fp32 on a bf16 model, so Adam's small updates are not rounded away
-        dynamic = DynamicPrompt(pool.float(), backbone.hidden_size, *modes).to(backbone.device)
+        dynamic = DynamicPrompt(pool.float(), backbone.hidden_size, *modes,
+                                pool_selector=str(dp["pool_selector"])).to(backbone.device)
         head = linear_head(backbone.hidden_size, ctx.task.num_classes, ctx.seed).to(backbone.device) if cfg["head"] == "linear" else None
         params = {f"dynamic.{n}": p for n, p in dynamic.named_parameters()}
         if head is not None:
             params.update({f"head.{n}": p for n, p in head.named_parameters()})
         tau = cfg["temperature"]
-        tau_at = lambda step: temperature(step, float(tau["start"]), float(tau["floor"]), float(tau["rate"]))  # noqa: E731
+        every = int(tau["every"])  # DPT anneals once per accumulation round of 4 optimizer steps
+        tau_at = lambda step: temperature(step // every, float(tau["start"]), float(tau["floor"]), float(tau["rate"]))  # noqa: E731
         score = dynamic_scorer(backbone, dynamic, str(cfg["base"]), head, PooledCache(backbone), tau_at)
         best, summary = train(ctx, params, score, max_steps=int(cfg["max_steps"]),
                               batch_size=int(cfg["batch_size"]), eval_every=int(cfg["eval_every"]),
                               train_scorer=score)
         tensors = {name: value.detach().float().cpu() for name, value in best.items()}
-        meta = {**summary, "base": cfg["base"], "modes": list(modes), "n_prompt_tokens": n_tokens,
+        meta = {**summary, "base": cfg["base"], "modes": list(modes), "pool_selector": str(dp["pool_selector"]),
+                "n_prompt_tokens": n_tokens,
                 "pool_size": int(dynamic.pool.shape[0]), "final_temperature": tau_at(summary["steps"])}
         return DynamicPromptSolution(prompt=None, tensors=tensors, meta=meta, budget_used=summary["steps"])
 

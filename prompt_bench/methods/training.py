@@ -1,9 +1,10 @@
 """The gradient-descent loop shared by white-box methods: seeded mini-batches, periodic dev evaluation,
-best-on-dev selection (the LM-BFF / BBT protocol), and checkpoints that resume to the same result."""
+best-on-dev selection (the LM-BFF / BBT protocol), the optimizer config's learning-rate schedule and gradient
+clipping, optional dropout during training steps, and checkpoints that resume to the same result."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -34,13 +35,28 @@ def train(
     batch_size: int,
     eval_every: int,
     train_scorer: Callable[[EncodedBatch, int], Tensor] | None = None,
+    train_modules: Sequence[torch.nn.Module] = (),
 ) -> tuple[dict[str, Tensor], dict]:
     """Train `params` (leaf tensors with requires_grad) and return the best-on-dev copy and a summary.
 
     `train_scorer(batch, step)`, if given, scores training batches instead of `scorer` (for methods whose
     training forward differs from evaluation, e.g. sampled Gumbel choices at a step-dependent temperature).
+    `train_modules` are put in train mode for training forwards (their dropout on) and in eval mode for every
+    evaluation and after training; with `method.model_dropout=true` the frozen model is one of them (its own
+    dropout modules at its own rates, as the reference codes train with the model in train mode).
+    Each step: loss -> backward -> clip to optimizer.max_grad_norm (if set) -> optimizer step -> schedule step.
     """
     optimizer = torch_optim.build(ctx.optimizer, list(params.values()))
+    schedule = torch_optim.build_schedule(ctx.optimizer, optimizer, max_steps)
+    dropout_modules = list(train_modules)
+    if ctx.method.get("model_dropout") and ctx.backbone is not None:
+        dropout_modules.append(ctx.backbone.model)
+
+    def set_training(flag: bool) -> None:
+        for module in dropout_modules:
+            module.train(flag)
+
+    set_training(False)
     best = {"score": -float("inf"), "step": 0}
     best_params = {k: v.detach().clone() for k, v in params.items()}
     step = 0
@@ -52,6 +68,7 @@ def train(
                 value.copy_(tensors[f"param.{name}"])
         best_params = {name: tensors[f"best.{name}"].to(value.device) for name, value in params.items()}
         torch_optim.load_state_tensors(optimizer, tensors)
+        torch_optim.load_schedule_state(schedule, optimizer, meta.get("schedule"))
         torch.set_rng_state(tensors["rng"])
         step, best = int(meta["step"]), dict(meta["best"])
 
@@ -90,14 +107,24 @@ def train(
     while step < max_steps and patience_left():
         index = _batch_order(len(ctx.train), batch_size, ctx.seed, step)
         batch = ctx.train.batch(index)
+        set_training(True)
         logits = scorer(batch) if train_scorer is None else train_scorer(batch, step)
         loss = F.cross_entropy(logits.float(), batch.labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        set_training(False)
+        record = {"train/loss": loss.detach().item()}
+        grad_norm = torch_optim.clip(ctx.optimizer, list(params.values()))
+        if grad_norm is not None:
+            record["train/grad_norm"] = grad_norm
+        if schedule is not None:
+            record["train/lr"] = torch_optim.current_lr(optimizer)  # the rate this step's update uses
         optimizer.step()
+        if schedule is not None:
+            schedule.step()
         step += 1
         bar.update(1)
-        ctx.tracker.log({"train/loss": loss.detach().item()}, step=step)
+        ctx.tracker.log(record, step=step)
         if step % eval_every == 0 or step == max_steps:
             evaluate(step)
             ctx.checkpoint.save(
@@ -107,8 +134,9 @@ def train(
                     **torch_optim.state_tensors(optimizer),
                     "rng": torch.get_rng_state(),
                 },
-                {"step": step, "best": best},
+                {"step": step, "best": best, "schedule": torch_optim.schedule_state(schedule)},
             )
     bar.close()
+    set_training(False)
     return best_params, {"best_dev": best["score"], "best_step": best["step"], "steps": step,
                          "stopped_early": step < max_steps}

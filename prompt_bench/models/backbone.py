@@ -325,7 +325,10 @@ class Backbone:
 
     def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
         """[N, C] class logits for N prompted sequences; `prompt_mask` [N, T] marks soft-prompt positions."""
-        features = self._features(embeds, mask, target, prompt_mask)
+        if getattr(self.head, "reads", None) == "first_token":  # P-tuning v2's reference head: the [CLS] state
+            features = self.encoder_stack()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, 0]
+        else:
+            features = self._features(embeds, mask, target, prompt_mask)
         if self.head is not None:
             return self.head(features.to(next(self.head.parameters()).dtype))
         return self._verbalize(features)

@@ -8,7 +8,8 @@ are used, and what it is, each chosen per task or per instance.
 
 Each is `off` (static: all before, full length, one prompt), `task` (one learned choice for the task) or
 `instance` (a linear layer over the input's pooled representation; DPT's Linear + ReLU for position and
-length, Linear + softmax for the pool). Position and length are categorical and trained with hard
+length, Linear + softmax for the pool as in DPT's soft_ins_vec_pos_adaptive.py, or with `pool_selector=linear_tanh`
+Linear + Tanh + softmax as in its soft_ins_vec_adaptive.py). Position and length are categorical and trained with hard
 Gumbel-Softmax (straight-through) at an annealed temperature; evaluation takes the argmax, so it is
 deterministic (DPT samples at evaluation too).
 """
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 MODES = ("off", "task", "instance")
+POOL_SELECTORS = ("linear", "linear_tanh")
 
 
 def temperature(step: int, start: float, floor: float, rate: float) -> float:
@@ -46,7 +48,9 @@ class _Choice(nn.Module):
         if self.mode == "task":
             return self.logits.expand(pooled.shape[0], -1)
         out = self.layer(pooled)
-        return F.relu(out) if self.activation == "relu" else out
+        if self.activation == "relu":
+            return F.relu(out)
+        return torch.tanh(out) if self.activation == "tanh" else out
 
 
 def _pick(logits: Tensor, tau: float, sample: bool) -> Tensor:
@@ -74,8 +78,11 @@ class Choices:
 class DynamicPrompt(nn.Module):
     """The learnable part of Dynamic Prompting: a prompt pool and the three selectors."""
 
-    def __init__(self, pool: Tensor, d_model: int, position: str, length: str, representation: str):
+    def __init__(self, pool: Tensor, d_model: int, position: str, length: str, representation: str,
+                 pool_selector: str = "linear"):
         super().__init__()
+        if pool_selector not in POOL_SELECTORS:
+            raise ValueError(f"dp.pool_selector={pool_selector} is not one of {', '.join(POOL_SELECTORS)}")
         for name, mode in (("position", position), ("length", length), ("representation", representation)):
             if mode not in MODES:
                 raise ValueError(f"dp.{name}={mode} is not one of {', '.join(MODES)}")
@@ -86,7 +93,8 @@ class DynamicPrompt(nn.Module):
         self.modes = {"position": position, "length": length, "representation": representation}
         self.position = _Choice(position, d_model, self.n_tokens + 1, "relu") if position != "off" else None
         self.length = _Choice(length, d_model, self.n_tokens + 1, "relu") if length != "off" else None
-        self.mixer = _Choice(representation, d_model, pool.shape[0], "none") if representation != "off" else None
+        mixer_activation = "tanh" if pool_selector == "linear_tanh" else "none"
+        self.mixer = _Choice(representation, d_model, pool.shape[0], mixer_activation) if representation != "off" else None
 
     def forward(self, pooled: Tensor, tau: float, sample: bool) -> Choices:
         batch, n = pooled.shape[0], self.n_tokens + 1

@@ -22,10 +22,12 @@ def initial_prompt(init: str, n_tokens: int, embeddings: Tensor, seed: int) -> T
         return weights[ids].clone()
     if init == "random":
         return torch.randn(n_tokens, weights.shape[1], generator=generator) * weights.std()
+    if init == "uniform":  # Xianjun-Yang/DPT's pool init: U(-0.5, 0.5) (random_range 0.5)
+        return torch.rand(n_tokens, weights.shape[1], generator=generator) - 0.5
     try:
         tensors, _ = load_tensors(init)
     except FileNotFoundError:
-        raise ConfigError(f"prompt init '{init}' is neither vocab, random nor an existing prompt .safetensors file") from None
+        raise ConfigError(f"prompt init '{init}' is neither vocab, random, uniform nor an existing prompt .safetensors file") from None
     prompt = tensors["prompt"].float()
     if prompt.shape[1] != weights.shape[1]:
         raise ConfigError(

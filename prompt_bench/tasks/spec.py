@@ -61,6 +61,13 @@ class TaskSpec:
     hub: HubSpec
     causal_template: str | None = None  # for families that can only predict the next token
     max_length: int = 256
+    #: the input as P-tuning v2's reference code feeds it to a classification head: one text or a sentence pair,
+    #: each a format string over the fields, no template words around them and no mask (method.head=reference)
+    plain_input: tuple[str, ...] | None = None
+    #: the named alternative template + verbalizer in use (`task.style`, one of the task's `styles`), if any
+    style: str | None = None
+    #: the key of the task's metrics that best-on-dev selection maximises (default: the headline metric)
+    select: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -69,6 +76,13 @@ class TaskSpec:
     @property
     def field_names(self) -> tuple[str, ...]:
         return tuple(self.mirror.fields)
+
+    @property
+    def selection_metric(self) -> str:
+        """What best-on-dev selection maximises: `select` if the style sets one, else the headline metric."""
+        from prompt_bench.tasks.metrics import primary
+
+        return self.select or primary(self.metric)
 
     def template_for(self, family: str) -> str:
         """The template a backbone family can express, or a ConfigError naming the fix."""
@@ -89,15 +103,32 @@ class TaskSpec:
         try:
             mirror = dict(cfg["mirror"])
             hub = dict(cfg["hub"])
+            words = {"template": cfg["template"], "causal_template": cfg.get("causal_template"),
+                     "verbalizer": cfg["verbalizer"], "select": None}
+            style = cfg.get("style")
+            if style:
+                # a style replaces the template(s) and label words as a whole: a paper's own wording of the task
+                styles = dict(cfg.get("styles") or {})
+                if style not in styles:
+                    known = ", ".join(styles) or "none"
+                    raise ConfigError(f"task '{cfg['name']}' has no style '{style}' (its styles: {known}): "
+                                      "set task.style=null or add it under the task's styles")
+                chosen = dict(styles[style])
+                words = {"template": chosen["template"], "causal_template": chosen.get("causal_template"),
+                         "verbalizer": chosen.get("verbalizer", cfg["verbalizer"]), "select": chosen.get("select")}
+            plain = cfg.get("plain_input")
             spec = TaskSpec(
                 name=str(cfg["name"]),
                 benchmark=str(cfg["benchmark"]),
                 labels=tuple(str(x) for x in cfg["labels"]),
-                verbalizer=tuple(str(x) for x in cfg["verbalizer"]),
-                template=str(cfg["template"]),
-                causal_template=cfg.get("causal_template"),
+                verbalizer=tuple(str(x) for x in words["verbalizer"]),
+                template=str(words["template"]),
+                causal_template=words["causal_template"],
                 metric=str(cfg["metric"]),
                 max_length=int(cfg.get("max_length", 256)),
+                plain_input=None if plain is None else tuple(str(x) for x in plain),
+                style=str(style) if style else None,
+                select=words["select"],
                 mirror=MirrorSpec(
                     format=mirror["format"],
                     dir=mirror["dir"],
@@ -134,3 +165,18 @@ class TaskSpec:
                 raise ConfigError(
                     f"task '{self.name}': template uses {sorted(unknown)} but the task only has fields {list(self.field_names)}"
                 )
+        if self.plain_input is not None:
+            if not 1 <= len(self.plain_input) <= 2:
+                raise ConfigError(f"task '{self.name}': plain_input is one text or a pair, got {len(self.plain_input)}")
+            for part in self.plain_input:
+                unknown = set(_FIELD.findall(part)) - set(self.field_names)
+                if unknown:
+                    raise ConfigError(f"task '{self.name}': plain_input uses {sorted(unknown)} but the task only has "
+                                      f"fields {list(self.field_names)} (and no mask)")
+        if self.select is not None:
+            from prompt_bench.tasks.metrics import primary
+
+            allowed = {"accuracy", primary(self.metric)} | ({"em"} if self.metric == "multirc" else set())
+            if self.select not in allowed:
+                raise ConfigError(f"task '{self.name}': style '{self.style}' selects on '{self.select}', which the "
+                                  f"{self.metric} metric does not compute: use one of {', '.join(sorted(allowed))}")
