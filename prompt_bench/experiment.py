@@ -277,10 +277,20 @@ def _quiet_hub_bars(enabled: bool) -> None:
     """Hugging Face's own bars (weight loading, downloads) only where ours would show bars: a terminal."""
     from transformers.utils import logging as hf_logging
 
-    if enabled and progress.interactive():
+    shown = enabled and progress.interactive()
+    if shown:
         hf_logging.enable_progress_bar()
     else:
         hf_logging.disable_progress_bar()
+    try:  # the GGUF loader (SmolLM2) draws a plain tqdm bar that ignores the setting above
+        import functools
+
+        from tqdm.auto import tqdm
+        from transformers import modeling_gguf_pytorch_utils as gguf_loading
+
+        gguf_loading.tqdm = functools.partial(tqdm, disable=not shown)
+    except ImportError:
+        pass
 
 
 def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, Any]:

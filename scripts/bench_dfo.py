@@ -115,7 +115,7 @@ def bbt_overhead(backbone, task, train, dev, popsize: int, prompt_len: int, gene
             method={"intrinsic_dim": 500, "n_prompt_tokens": prompt_len, "budget": budget, "loss": "ce", "alpha": 1.0,
                     "eval_every": budget, "checkpoint_every": 1},
             optimizer={"name": "cma", "popsize": popsize, "sigma": 1.0}, seed=42, tracker=_NullTracker(),
-            checkpoint=Checkpoint(Path(tmp)), primary_metric="accuracy", progress=False,
+            checkpoint=Checkpoint(Path(tmp)), primary_metric="accuracy",
             dev_score=lambda scorer: score_split(scorer, dev, task.metric, 64),
         )
         ctx.blackbox = BlackBoxAPI(backbone, train, budget=budget)

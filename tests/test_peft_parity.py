@@ -43,7 +43,7 @@ def our_step(backbone, split, tmp_path):
                              "eval_every": 1},
                      optimizer={"name": "adamw", "kind": "gradient", "lr": LR, "weight_decay": 0.0}, seed=SEED,
                      tracker=Quiet(), checkpoint=Checkpoint(tmp_path), dev_score=lambda scorer: {"accuracy": next(scores)},
-                     primary_metric="accuracy", progress=False, backbone=backbone)
+                     primary_metric="accuracy", backbone=backbone)
     stepped = PromptTuning().fit(ctx).prompt
     return init, prompt.grad, stepped
 
