@@ -167,21 +167,32 @@ class Backbone:
         prompt_len = 0 if prompts is None else prompts.shape[1]
         if prompts is not None:
             prompts = prompts.to(device=self.device, dtype=self.dtype)
-        if batch.prompt_slots:
-            return self._added_logits(batch, prompts, extras)
+        # Rows holding placeholder words (BBT's `cat_or_add=add`): each prompt is added onto their hidden states as
+        # they enter the first transformer block (= the embedding layer's output) instead of being inserted.
+        added = bool(batch.prompt_slots) and prompts is not None
+        if added:
+            if prompt_len != batch.prompt_slots:
+                raise ValueError(f"a {prompt_len}-token prompt cannot be added onto {batch.prompt_slots} placeholder words")
+            if self._added_prompt_hook is None:
+                self._added_prompt_hook = self.transformer_layers()[0].register_forward_pre_hook(
+                    self._add_prompt, with_kwargs=True)
+            extras = {**(extras or {}), ADDED_PROMPT: prompts}
         lengths = batch.attention_mask.sum(1)
         order = torch.argsort(lengths, stable=True)
         sorted_lengths = lengths[order].tolist()
         groups = []
-        for examples, prompt_slices in self._chunks(sorted_lengths, n_prompts, prompt_len):
+        for examples, prompt_slices in self._chunks(sorted_lengths, n_prompts, 0 if added else prompt_len):
             index = order[examples]
             width = int(sorted_lengths[examples.stop - 1])
             embeds = self.word_embeddings(batch.input_ids[index, :width])
             mask, target = batch.attention_mask[index, :width], batch.target_pos[index]
             parts = []
             for chunk in prompt_slices:
+                n = chunk.stop - chunk.start
                 if prompts is None:
                     rows = (embeds, mask, target)
+                elif added:
+                    rows = (embeds.repeat(n, 1, 1), mask.repeat(n, 1), target.repeat(n))
                 else:
                     rows = self._insert(embeds, mask, target, prompts[chunk])
                 context = RowContext(
@@ -193,43 +204,7 @@ class Backbone:
                     prompt_mask = torch.zeros(rows[1].shape, dtype=torch.bool, device=rows[1].device)
                     prompt_mask[:, self.prompt_offset : self.prompt_offset + prompt_len] = True
                 scores = self._scores_in_context(context, *rows, prompt_mask)
-                parts.append(scores.view(chunk.stop - chunk.start, len(index), -1))
-            groups.append(torch.cat(parts, dim=0))
-        return batch.mask_logits(torch.cat(groups, dim=1)[:, _inverse(order)])
-
-    def _added_logits(self, batch: EncodedBatch, prompts: Tensor | None, extras: dict[str, Tensor] | None) -> Tensor:
-        """label_logits for rows holding placeholder words: each prompt is added onto their hidden states as
-        they enter the first transformer block (= the embedding layer's output; BBT's `cat_or_add=add`)."""
-        slots = batch.prompt_slots
-        if prompts is not None and prompts.shape[1] != slots:
-            raise ValueError(f"a {prompts.shape[1]}-token prompt cannot be added onto {slots} placeholder words")
-        if self._added_prompt_hook is None:
-            self._added_prompt_hook = self.transformer_layers()[0].register_forward_pre_hook(self._add_prompt,
-                                                                                             with_kwargs=True)
-        if prompts is None:
-            return self.label_logits(EncodedBatch(**{**vars(batch), "prompt_slots": 0}), None)
-        n_prompts = prompts.shape[0]
-        per_prompt = {**(extras or {}), ADDED_PROMPT: prompts}
-        lengths = batch.attention_mask.sum(1)
-        order = torch.argsort(lengths, stable=True)
-        sorted_lengths = lengths[order].tolist()
-        groups = []
-        for examples, prompt_slices in self._chunks(sorted_lengths, n_prompts, 0):
-            index = order[examples]
-            width = int(sorted_lengths[examples.stop - 1])
-            embeds = self.word_embeddings(batch.input_ids[index, :width])
-            mask, target = batch.attention_mask[index, :width], batch.target_pos[index]
-            parts = []
-            for chunk in prompt_slices:
-                n = chunk.stop - chunk.start
-                context = RowContext({k: v[chunk].repeat_interleave(len(index), dim=0) for k, v in per_prompt.items()},
-                                     self.prompt_offset, slots)
-                prompt_mask = None
-                if self.reads_prompt_positions:
-                    prompt_mask = torch.zeros((n * len(index), width), dtype=torch.bool, device=mask.device)
-                    prompt_mask[:, self.prompt_offset : self.prompt_offset + slots] = True
-                rows = (embeds.repeat(n, 1, 1), mask.repeat(n, 1), target.repeat(n))
-                parts.append(self._scores_in_context(context, *rows, prompt_mask).view(n, len(index), -1))
+                parts.append(scores.view(n, len(index), -1))
             groups.append(torch.cat(parts, dim=0))
         return batch.mask_logits(torch.cat(groups, dim=1)[:, _inverse(order)])
 
