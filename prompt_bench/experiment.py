@@ -334,7 +334,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
             else:
                 train, dev, test = (encode_split(split, task, backbone, the_plan.prompt_len, the_plan.placeholders)
                                     for split in (data.train, data.dev, data.test))
-            truncated = {name: getattr(split, "truncated", 0) for name, split in (("train", train), ("dev", dev), ("test", test))}
+            truncated = {name: split.truncated for name, split in (("train", train), ("dev", dev), ("test", test))}
             if any(truncated.values()):
                 data.notes.append("inputs cut to task.max_length (text only, never the prompt or template): "
                                   + ", ".join(f"{n} {name}" for name, n in truncated.items() if n))
