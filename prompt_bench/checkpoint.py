@@ -35,4 +35,5 @@ class Checkpoint:
     def load(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
         if not self.exists():
             return None
-        return load_tensors(self.base)
+        # A kill mid-write cannot truncate it (it is replaced atomically), but a full disk or a copy can.
+        return load_tensors(self.base, fix="run.restart=true starts the run again (the interrupted folder is kept aside)")

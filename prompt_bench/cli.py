@@ -13,9 +13,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
-from omegaconf.errors import MissingMandatoryValue
 
-from prompt_bench import conf_files, gpu_pool  # registers ${pb_gpu_count:} / ${pb_gpu_list:} for conf/hydra/launcher/*
+from prompt_bench import cli_errors, conf_files, gpu_pool  # registers ${pb_gpu_count:} / ${pb_gpu_list:} for conf/hydra/launcher/*
 from prompt_bench.errors import PromptBenchError
 
 # A console script has no useful working directory to resolve a relative config_path against.
@@ -44,12 +43,10 @@ if not OmegaConf.has_resolver("pb_task"):
     OmegaConf.register_new_resolver("pb_task", task_label)
 
 
+#: set when the user asked for tracebacks (HYDRA_FULL_ERROR=1): errors are then raised, not summarised
+TRACEBACK_ENV = "PROMPT_BENCH_TRACEBACK"
 #: config groups a sweep may range over (`method=bbt,clip_tuning`)
 GROUPS = ("method", "model", "task", "optimizer", "setting", "logger")
-#: where the CLI tells each job which overrides it forced into a swept group (checked per job)
-FORCED_ENV = "PROMPT_BENCH_FORCED_KEYS"
-
-
 def force_keys_of_swept_groups(argv: list[str]) -> tuple[list[str], list[str]]:
     """(argv, forced keys). In a multirun that sweeps a group (`method=bbt,clip_tuning method.budget=720`),
     Hydra checks the other overrides against the *default* composition before it expands the sweep
@@ -74,23 +71,26 @@ def force_keys_of_swept_groups(argv: list[str]) -> tuple[list[str], list[str]]:
     return out, forced
 
 
-def check_forced_keys(cfg: DictConfig) -> None:
-    """Refuse a job whose swept group lacks a key the command line forced into it (see above)."""
+def check_added_keys(cfg: DictConfig) -> None:
+    """A key added with `+key=value` (or `++`, as the sweep fix above does) must be one the chosen options
+    declare: Hydra's own hint for a misspelt key is to append it, and an appended key no code reads would be
+    accepted silently. The job's options are composed again without those keys, and each must be found there."""
     from hydra import compose
 
     from prompt_bench.errors import ConfigError
 
-    forced = [k for k in os.environ.get(FORCED_ENV, "").split(",") if k]
-    if not forced:
+    task_overrides = list(HydraConfig.get().overrides.task)
+    groups = set(cli_errors.groups())
+    added = [o for o in task_overrides
+             if o.startswith("+") and o.lstrip("+").partition("=")[0].split("@")[0] not in groups]
+    if not added:
         return
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("++")]
-    plain = compose(config_name="config", overrides=overrides)
+    plain = compose(config_name="config", overrides=[o for o in task_overrides if o not in added])
     missing = object()
-    for key in forced:
+    for override in added:
+        key = override.lstrip("+").partition("=")[0]
         if OmegaConf.select(plain, key, default=missing) is missing:
-            group = key.split(".")[0]
-            raise ConfigError(f"{key} is not a setting of {group}={plain[group].get('name', '?')}: check its spelling "
-                              f"(conf/{group}/*.yaml lists the keys)")
+            raise ConfigError(cli_errors.unknown_key(key, task_overrides))
 
 
 def group_sweep_in_wandb(cfg: DictConfig) -> None:
@@ -109,10 +109,35 @@ def main() -> None:
 
         print(f"prompt-bench {__version__}")
         return
-    sys.argv[1:], forced = force_keys_of_swept_groups(sys.argv[1:])
-    if forced:
-        os.environ[FORCED_ENV] = ",".join(forced)
-    _hydra_main()
+    flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
+    # argparse takes `-m` only before the overrides; a user who typed it after one meant the same sweep
+    sys.argv[1:] = flags[:1] + [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
+    sys.argv[1:], _ = force_keys_of_swept_groups(sys.argv[1:])
+    # Hydra prints its own multi-line report unless asked to raise; we raise, then print one line. A user who
+    # set HYDRA_FULL_ERROR asked for tracebacks, and gets them.
+    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    if wants_traceback:
+        os.environ[TRACEBACK_ENV] = "1"
+    try:
+        _hydra_main()
+    except KeyboardInterrupt:
+        if wants_traceback:
+            raise
+        print(f"\nprompt-bench: error: {cli_errors.INTERRUPTED_LINE}", file=sys.stderr)
+        sys.exit(cli_errors.INTERRUPTED)
+    except Exception as err:  # noqa: BLE001 - whatever escapes Hydra becomes one line
+        if wants_traceback:
+            raise
+        from hydra.errors import HydraException
+        from omegaconf.errors import OmegaConfBaseException
+
+        if isinstance(err, HydraException | OmegaConfBaseException):
+            print(f"prompt-bench: error: {cli_errors.hydra_line(err, sys.argv[1:])}", file=sys.stderr)
+            sys.exit(cli_errors.BAD_INPUT)
+        explained = cli_errors.job_line(err)
+        print(f"prompt-bench: error: {explained or cli_errors.bug_line(err, None)}", file=sys.stderr)
+        sys.exit(cli_errors.BAD_INPUT if explained else 1)
     from prompt_bench import sweep_status
 
     if sweep_status.failed_jobs:
@@ -131,21 +156,42 @@ def _hydra_main(cfg: DictConfig):
 
 
 def _job(cfg: DictConfig):
-    from prompt_bench import experiment
-
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
-        check_forced_keys(cfg)
+        from prompt_bench import config_schema
+
+        check_added_keys(cfg)
+        config_schema.check(cfg)  # before torch is even imported: a typo costs a fraction of a second
         group_sweep_in_wandb(cfg)
-        return experiment.run(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except (PromptBenchError, MissingMandatoryValue) as err:
-        message = str(err).splitlines()[0]
-        if isinstance(err, MissingMandatoryValue):
-            key = getattr(err, "full_key", "") or "a value"
-            message = f"config value {key} is required: set it on the command line ({key}=...)"
+        from prompt_bench import experiment
+
+        return experiment.run(cfg, run_dir)
+    except Exception as err:  # noqa: BLE001 - every failure of a job is one line; a bug also leaves its traceback
+        if os.environ.get(TRACEBACK_ENV) == "1":
+            raise
+        expected = isinstance(err, PromptBenchError) or cli_errors.job_line(err) is not None
+        if isinstance(err, PromptBenchError):
+            message = str(err).splitlines()[0]
+        elif expected:
+            message = cli_errors.job_line(err)
+        else:
+            message = cli_errors.bug_line(err, _keep_traceback(err, run_dir))
         print(f"prompt-bench: error: {message}", file=sys.stderr)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             return {"error": message}  # one bad job must not end the whole sweep
-        sys.exit(2)
+        sys.exit(cli_errors.BAD_INPUT if expected else 1)
+
+
+def _keep_traceback(err: BaseException, run_dir: Path) -> Path | None:
+    """Append a bug's traceback to the run's run.log (only where the run got far enough to have one)."""
+    import traceback
+
+    log_file = run_dir / "run.log"
+    if not log_file.is_file():
+        return None
+    with log_file.open("a", encoding="utf-8") as out:
+        out.write("".join(traceback.format_exception(err)))
+    return log_file
 
 
 if __name__ == "__main__":

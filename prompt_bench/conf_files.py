@@ -32,3 +32,17 @@ def task_spec(name: str, key: str) -> TaskSpec:
     if not file.is_file():
         raise ConfigError(f"{key} names an unknown task '{name}': use one of {', '.join(names('task'))}")
     return TaskSpec.from_config(OmegaConf.to_container(OmegaConf.load(file), resolve=True))
+
+
+def task_default_setting(name: str) -> str | None:
+    """The setting conf/task/<name>.yaml chooses for itself (`override /setting@_global_.setting: ...`), if any."""
+    file = CONF_DIR / "task" / f"{name}.yaml"
+    if not file.is_file():
+        return None
+    for entry in OmegaConf.load(file).get("defaults", []) or []:
+        if isinstance(entry, str) or not hasattr(entry, "items"):
+            continue
+        for key, value in entry.items():
+            if str(key).startswith("override /setting"):
+                return str(value)
+    return None

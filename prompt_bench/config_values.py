@@ -20,11 +20,11 @@ def flag(key: str, value: Any) -> bool:
     raise ConfigError(f"{key}={value} is not a yes/no value: use {key}=true or {key}=false")
 
 
-def whole_number(key: str, value: Any, minimum: int | None = None) -> int:
+def whole_number(key: str, value: Any, minimum: int | None = None, example: str = "") -> int:
     """An integer given as one (1.5 or "abc" are refused, never rounded)."""
     if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())):
-        raise ConfigError(f"{key}={value} is not a whole number: use e.g. {key}=42")
+        raise ConfigError(f"{key}={value} is not a whole number: use e.g. {key}={example or max(minimum or 0, 1) * 100}")
     number = int(value)
     if minimum is not None and number < minimum:
-        raise ConfigError(f"{key}={value} must be >= {minimum}")
+        raise ConfigError(f"{key}={value} must be at least {minimum}")
     return number

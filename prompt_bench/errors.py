@@ -17,6 +17,10 @@ class ModelError(PromptBenchError):
     pass
 
 
+class ArtifactError(PromptBenchError):
+    """A prompt, checkpoint or metadata file that exists but cannot be read (truncated, foreign, not UTF-8)."""
+
+
 class BudgetExhausted(PromptBenchError):
     """A black-box method asked for more API calls than its budget allows."""
 

@@ -23,11 +23,11 @@ import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from prompt_bench import __version__, full_data, multitask, predictions, progress
+from prompt_bench import __version__, conf_files, config_schema, full_data, multitask, predictions, progress
 from prompt_bench.artifacts import save_tensors
 from prompt_bench.batching import encode_split
 from prompt_bench.checkpoint import Checkpoint
-from prompt_bench.config_values import flag, whole_number
+from prompt_bench.config_values import flag
 from prompt_bench.errors import ConfigError, DataError, RunBusy
 from prompt_bench.evaluation import score_split
 from prompt_bench.methods.base import FitContext, Method, Solution
@@ -80,8 +80,7 @@ def method_class(name: str) -> type[Method]:
 
 
 def plan(cfg: DictConfig) -> Plan:
-    whole_number("seed", cfg.seed, minimum=0)
-    flag("compute.bf16", cfg.compute.bf16)
+    config_schema.check(cfg)
     task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
     model = ModelSpec.from_config(OmegaConf.to_container(cfg.model, resolve=True))
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
@@ -210,32 +209,61 @@ class RunFolder:
         """Drop metric lines written after the checkpoint we resume from (they will be written again)."""
         path = self.path / "metrics.jsonl"
         if path.is_file():
-            lines = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)["step"] <= upto_step]
-            path.write_text("".join(l + "\n" for l in lines))
+            kept = []
+            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    if json.loads(line)["step"] <= upto_step:
+                        kept.append(line)
+                except (json.JSONDecodeError, KeyError, TypeError):
+                    pass  # a line torn by the kill; the steps after the checkpoint are logged again anyway
+            path.write_text("".join(line + "\n" for line in kept))
 
 
 def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     the_plan = plan(cfg)
     folder = RunFolder(run_dir)
-    folder.path.mkdir(parents=True, exist_ok=True)
     if folder.finished:
-        results = json.loads(folder.results.read_text())
+        results = _read_results(folder)
         print_summary(results, folder.path, skipped=True)
         return results
+    # The data needs no model: a missing file, a bad line or a k the classes cannot supply fails here, in
+    # seconds, before the run folder exists and before any weights load.
+    if str(cfg.setting.name) == "multitask":
+        for spec in multitask.task_specs(cfg):
+            load_data(multitask.single_task_config(cfg), spec)
+        data = None
+    else:
+        data = load_data(cfg, the_plan.task)
+        if conf_files.task_default_setting(the_plan.task.name) == str(cfg.setting.name):
+            data.notes.append(f"setting={cfg.setting.name} is task {the_plan.task.name}'s own default "
+                              f"(conf/task/{the_plan.task.name}.yaml); choose another with setting=...")
+    try:
+        folder.path.mkdir(parents=True, exist_ok=True)
+    except PermissionError:
+        raise ConfigError(f"cannot create the run folder {folder.path} (permission denied): "
+                          "choose a folder you can write with run.root=<folder>") from None
     lock = FileLock(str(folder.path) + ".lock")
     try:
         lock.acquire(timeout=0)
     except Timeout:
         raise RunBusy(f"run folder {folder.path} is being run by another process right now: let it finish") from None
     try:
-        return _run_locked(cfg, the_plan, folder)
+        return _run_locked(cfg, the_plan, folder, data)
     finally:
         lock.release()
 
 
-def _run_locked(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, Any]:
+def _read_results(folder: RunFolder) -> dict[str, Any]:
+    try:
+        return json.loads(folder.results.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise DataError(f"{folder.results} is damaged (not JSON): the run finished but its results file is not "
+                        f"readable; move it away (not deleted: it is the only copy) to run again") from None
+
+
+def _run_locked(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Data | None) -> dict[str, Any]:
     if folder.finished:  # another process may have finished it between our first look and the lock
-        results = json.loads(folder.results.read_text())
+        results = _read_results(folder)
         print_summary(results, folder.path, skipped=True)
         return results
     aside = folder.set_aside() if folder.started and cfg.run.restart else None
@@ -245,7 +273,7 @@ def _run_locked(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str,
     with diary(folder.path / "run.log"):
         if aside is not None:
             log.info("restarting: the interrupted run was moved to %s", aside)
-        return _execute(cfg, the_plan, folder)
+        return _execute(cfg, the_plan, folder, data)
 
 
 @contextmanager
@@ -293,7 +321,7 @@ def _quiet_hub_bars(enabled: bool) -> None:
         pass
 
 
-def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, Any]:
+def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Data | None) -> dict[str, Any]:
     checkpoint = Checkpoint(folder.path)
     phases = progress.Phases()
     if checkpoint.exists():
@@ -324,7 +352,6 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder) -> dict[str, An
             test = None
         else:
             task = the_plan.task
-            data = load_data(cfg, task)
             if str(cfg.setting.name) == "full_data" and the_plan.method_cls.access == "black_box":
                 data.train = full_data.black_box_sample(cfg.setting, data.train, int(cfg.seed))
             backbone.set_verbalizer(task.verbalizer)

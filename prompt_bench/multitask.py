@@ -114,6 +114,11 @@ def _combine(parts: list[tuple[EncodedSplit, list[int], int]], n_union: int) -> 
                         prompt_slots=first.prompt_slots, truncated=sum(split.truncated for split, _, _ in parts))
 
 
+def single_task_config(cfg: DictConfig) -> DictConfig:
+    """Each task of a mixture is sampled as a few-shot run of its own, with the mixture's k."""
+    return OmegaConf.merge(cfg, {"setting": {"name": "few_shot", "k": int(cfg.setting.k)}})
+
+
 def prepare(cfg: DictConfig, backbone: Backbone, prompt_len: int, load_data, placeholders=None) -> MultitaskData:
     """Few-shot train/dev of every task (by `load_data(cfg, task)`, the single-task protocol), combined."""
     specs = task_specs(cfg)
@@ -121,7 +126,7 @@ def prepare(cfg: DictConfig, backbone: Backbone, prompt_len: int, load_data, pla
     backbone.set_verbalizer(union.verbalizer)
     per_task = []
     out = MultitaskData(task=union, train=None, dev=None)  # type: ignore[arg-type]
-    single = OmegaConf.merge(cfg, {"setting": {"name": "few_shot", "k": int(cfg.setting.k)}})
+    single = single_task_config(cfg)
     prompt_len += task_tokens(cfg)
     for number, (spec, to_union) in enumerate(zip(specs, index)):
         data = load_data(single, spec)

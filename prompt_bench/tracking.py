@@ -52,10 +52,11 @@ class Tracker:
                 dir=str(self.run_dir),
                 mode=mode,
                 reinit="finish_previous",
-                settings=wandb.Settings(silent=True, init_timeout=60),
+                settings=wandb.Settings(silent=True, init_timeout=float(cfg.get("init_timeout", 60))),
             )
         except Exception as err:  # noqa: BLE001 - W&B must never end a run
-            log.warning("W&B unavailable (%s); results are in %s", str(err).splitlines()[0] if str(err) else err, self.run_dir)
+            log.warning("W&B unavailable (%s); the run goes on and its results are in %s (logger=none or "
+                        "WANDB_MODE=offline skips the wait)", str(err).splitlines()[0] if str(err) else err, self.run_dir)
             self._wandb = None
 
     def log(self, record: dict[str, Any], step: int) -> None:

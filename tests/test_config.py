@@ -88,11 +88,11 @@ def test_a_missing_data_mirror_is_a_data_error(tmp_path):
 def test_k_larger_than_a_class_has_names_the_task_and_the_fix(mirror):
     from prompt_bench.experiment import load_data
 
-    cfg = make("task=cb", f"data.mirror={mirror}")
+    cfg = make("task=cb", "setting=few_shot", f"data.mirror={mirror}")
     with pytest.raises(DataError, match="task cb: .*setting.k"):
         load_data(cfg, plan(cfg).task)
 
 
 def test_full_data_knobs_must_be_positive_or_null():
-    with pytest.raises(ConfigError, match="setting.patience must be a positive number or null"):
+    with pytest.raises(ConfigError, match="setting.patience=0 must be at least 1"):
         plan(make("method=prompt_tuning", "setting=full_data", "setting.patience=0"))

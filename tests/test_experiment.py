@@ -20,7 +20,10 @@ SMALL_BBT = ["method=bbt", "method.budget=60", "method.intrinsic_dim=20", "metho
 
 def make(mirror, *overrides):
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        return compose(config_name="config", overrides=[f"data.mirror={mirror}", *FAST, *overrides])
+        # few-shot k=4 unless a test chooses its setting (cb and boolq would otherwise run their own, FewGLUE)
+        chosen = any(o.startswith("setting=") for o in overrides)
+        return compose(config_name="config", overrides=[f"data.mirror={mirror}", *([] if chosen else ["setting=few_shot"]),
+                                                        *FAST, *overrides])
 
 
 def run_interrupted_then_resumed(run, folder, at):

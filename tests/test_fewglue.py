@@ -131,12 +131,12 @@ def test_boolq_trains_on_exactly_the_fewglue_32_and_takes_dev_from_a_pool_held_o
 
 
 def test_boolq_few_shot_still_samples_train_and_dev_from_the_32_with_k_at_most_7(mirror):
-    cfg = make("task=boolq", "setting.k=7", f"data.mirror={mirror}")
+    cfg = make("task=boolq", "setting=few_shot", "setting.k=7", f"data.mirror={mirror}")
     data = load_data(cfg, plan(cfg).task)
     assert (len(data.train), len(data.dev), len(data.test)) == (14, 14, 2950)
     fewglue_32 = {key(ex) for ex in load_split(plan(cfg).task, "train", mirror).examples}
     assert {key(ex) for ex in data.train + data.dev} <= fewglue_32
-    cfg = make("task=boolq", "setting.k=8", f"data.mirror={mirror}")
+    cfg = make("task=boolq", "setting=few_shot", "setting.k=8", f"data.mirror={mirror}")
     with pytest.raises(DataError, match="lower setting.k to 7"):
         load_data(cfg, plan(cfg).task)
 

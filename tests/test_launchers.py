@@ -34,7 +34,7 @@ def _env(pool: Path, gpus: str = "2") -> dict[str, str]:
 
 def sweep(launcher: str, tmp_path: Path, mirror: Path, *extra: str) -> subprocess.CompletedProcess:
     """Two tiny jobs (zero-shot CB, two seeds) through hydra/launcher=<launcher>."""
-    args = [EXE, "-m", f"hydra/launcher={launcher}", "method=manual", "task=cb", "setting.k=2", "logger=none",
+    args = [EXE, "-m", f"hydra/launcher={launcher}", "method=manual", "task=cb", "setting=few_shot", "setting.k=2", "logger=none",
             "seed=13,21", f"run.root={tmp_path}", f"data.mirror={mirror}", f"hydra.sweep.dir={tmp_path}/sweep",
             "run.progress=false", *extra]
     return subprocess.run(args, capture_output=True, text=True, cwd=tmp_path, env=_env(tmp_path / "pool"),

@@ -81,13 +81,13 @@ def test_run_log_records_every_phase_and_the_final_metric_and_a_resumed_run_appe
 
 def test_a_sweep_prints_a_line_per_job_and_the_count_and_exits_non_zero_when_a_job_failed(mirror, tmp_path, tiny_models):
     sweep = tmp_path / "sweep"
-    done = cli("-m", "method=manual", "task=sst2,rte,mrpc,cb", "seed=13", "model=local",
+    done = cli("-m", "method=manual", "task=sst2,rte,mrpc,cb", "setting=few_shot", "seed=13", "model=local",
                f"model.path={tiny_models['masked_lm']}", "model.family=masked_lm", "logger=none",
                f"data.mirror={mirror}", f"run.root={tmp_path}", f"hydra.sweep.dir={sweep}")
     lines = [line for line in done.stdout.splitlines() if line.startswith("[sweep")]
     jobs = [line for line in lines if line.startswith("[sweep ") and "/4]" in line]
     assert len(jobs) == 4, done.stdout
-    assert sum("FAILED" in line for line in jobs) == 1  # cb has 16 examples of a class, too few for k=16
+    assert sum("FAILED" in line for line in jobs) == 1  # cb has 16 examples of a class, too few for few-shot k=16
     assert "[sweep] 4 jobs: 3 done, 1 failed" in done.stdout
     assert any(line.startswith("[sweep] failed: ") and "task=cb" in line for line in lines)
     assert done.returncode == 1

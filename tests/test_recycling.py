@@ -27,7 +27,10 @@ SMALL_WORDS = ["method.word_skip=0", "method.n_words=12", "method.n_heldout=4"]
 
 def make(mirror, *overrides):
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
-        return compose(config_name="config", overrides=[f"data.mirror={mirror}", *FAST, *overrides])
+        # few-shot k=4 unless a test chooses its setting (cb and boolq would otherwise run their own, FewGLUE)
+        chosen = any(o.startswith("setting=") for o in overrides)
+        return compose(config_name="config", overrides=[f"data.mirror={mirror}", *([] if chosen else ["setting=few_shot"]),
+                                                        *FAST, *overrides])
 
 
 def tables(n_words=300, d_source=16, d_target=24, seed=0):

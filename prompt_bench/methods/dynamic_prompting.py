@@ -19,7 +19,7 @@ from prompt_bench.models.backbone import Backbone, EncodedBatch
 from prompt_bench.models.prefixes import PREFIX, PREFIX_MASK, enable_prefixes
 from prompt_bench.prompts.dynamic import MODES, POOL_SELECTORS, DynamicPrompt, arrange, temperature
 from prompt_bench.prompts.prefix import PrefixEncoder, linear_head, saved_head
-from prompt_bench.prompts.soft import initial_prompt
+from prompt_bench.prompts.soft import check_init, initial_prompt
 
 BASES = ("shallow", "deep")
 HEADS = ("verbalizer", "linear")
@@ -94,6 +94,7 @@ class DynamicPrompting(Method):
         for key in ("n_prompt_tokens", "pool_size", "max_steps", "batch_size", "eval_every"):
             if int(cfg[key]) <= 0:
                 raise ConfigError(f"method.{key} must be positive, got {cfg[key]}")
+        check_init(str(cfg["init"]), int(cfg["n_prompt_tokens"]))
         for key in ("position", "length", "representation"):
             if cfg["dp"][key] not in MODES:
                 raise ConfigError(f"method.dp.{key}={cfg['dp'][key]} is not one of {', '.join(MODES)}")

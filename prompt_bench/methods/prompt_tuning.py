@@ -5,7 +5,7 @@ import torch
 from prompt_bench.errors import ConfigError
 from prompt_bench.methods.base import FitContext, Method, Solution
 from prompt_bench.methods.training import train
-from prompt_bench.prompts.soft import initial_prompt
+from prompt_bench.prompts.soft import check_init, initial_prompt
 from prompt_bench.prompts.task_specific import TaskPromptSolution, task_prompt_logits
 
 
@@ -18,6 +18,7 @@ class PromptTuning(Method):
         for key in ("n_prompt_tokens", "max_steps", "batch_size", "eval_every"):
             if int(cfg[key]) <= 0:
                 raise ConfigError(f"method.{key} must be positive, got {cfg[key]}")
+        check_init(str(cfg["init"]), int(cfg["n_prompt_tokens"]))
 
     def fit(self, ctx: FitContext) -> Solution:
         cfg, backbone = ctx.method, ctx.backbone

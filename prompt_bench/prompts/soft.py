@@ -5,8 +5,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from prompt_bench.artifacts import load_tensors
+from prompt_bench.artifacts import load_tensors, tensor_shapes
 from prompt_bench.errors import ConfigError
+
+
+INITS = ("vocab", "random", "uniform")
+
+
+def check_init(init: str, n_tokens: int, key: str = "method.init") -> None:
+    """Before any model loads: a file init exists, is a prompt, and has the length the config asks for."""
+    if init in INITS:
+        return
+    from pathlib import Path
+
+    if not Path(init).with_suffix("").with_suffix(".safetensors").is_file():
+        raise ConfigError(f"{key}={init} is neither {', '.join(INITS)} nor an existing prompt .safetensors file")
+    shapes = tensor_shapes(init, fix=f"point {key} at a prompt.safetensors from a finished run")
+    if "prompt" not in shapes:
+        raise ConfigError(f"{key}={init} holds no 'prompt' tensor (it has {', '.join(shapes) or 'none'}): "
+                          "point it at a prompt.safetensors from a finished run")
+    length = shapes["prompt"][0]
+    if length != n_tokens:
+        raise ConfigError(f"{key}={init} is a {length}-token prompt but method.n_prompt_tokens={n_tokens}: "
+                          f"set method.n_prompt_tokens={length}")
 
 
 def initial_prompt(init: str, n_tokens: int, embeddings: Tensor, seed: int) -> Tensor:
@@ -25,7 +46,7 @@ def initial_prompt(init: str, n_tokens: int, embeddings: Tensor, seed: int) -> T
     if init == "uniform":  # Xianjun-Yang/DPT's pool init: U(-0.5, 0.5) (random_range 0.5)
         return torch.rand(n_tokens, weights.shape[1], generator=generator) - 0.5
     try:
-        tensors, _ = load_tensors(init)
+        tensors, _ = load_tensors(init, fix="point method.init at a prompt.safetensors from a finished run")
     except FileNotFoundError:
         raise ConfigError(f"prompt init '{init}' is neither vocab, random, uniform nor an existing prompt .safetensors file") from None
     prompt = tensors["prompt"].float()

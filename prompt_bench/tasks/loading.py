@@ -196,7 +196,15 @@ def _parse_cached(
     path = Path(stamp[0][0])
     index = {value: i for i, value in enumerate(labels)}
     reader = _READERS[fmt]
-    return tuple(reader(path, dict(fields), label, header, index, [Path(s[0]) for s in stamp]))
+    try:
+        return tuple(reader(path, dict(fields), label, header, index, [Path(s[0]) for s in stamp]))
+    except UnicodeDecodeError as err:
+        files = ", ".join(s[0] for s in stamp)
+        raise DataError(f"{files}: not UTF-8 text (byte {err.start}: {err.object[err.start:err.start + 1]!r}): "
+                        "save the file as UTF-8") from None
+    except PermissionError as err:
+        raise DataError(f"{err.filename}: cannot be read (permission denied): make it readable or point "
+                        "data.mirror at a copy you can read") from None
 
 
 def _class_index(raw: Any, index: Mapping[str, int], where: str) -> int:
