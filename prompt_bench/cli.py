@@ -121,6 +121,9 @@ def main() -> None:
         os.environ[TRACEBACK_ENV] = "1"
     try:
         _hydra_main()
+    except BrokenPipeError:  # `prompt-bench --help | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except KeyboardInterrupt:
         if wants_traceback:
             raise

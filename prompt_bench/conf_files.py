@@ -11,7 +11,14 @@ from omegaconf import OmegaConf
 from prompt_bench.errors import ConfigError
 from prompt_bench.tasks.spec import TaskSpec
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+def _conf_dir() -> Path:
+    """conf/ inside an installed wheel (prompt_bench/conf), else at the top of the checkout (editable install)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "conf"
+    return packaged if (packaged / "config.yaml").is_file() else here.parent / "conf"
+
+
+CONF_DIR = _conf_dir()
 
 
 def names(group: str) -> list[str]:

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import functools
 import re
-from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
+from prompt_bench import conf_files
 from prompt_bench.config_values import flag, whole_number
 from prompt_bench.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+CONF_DIR = conf_files.CONF_DIR
 
 #: whole-number keys (by their last part) that must be at least 1; every other whole-number key must be >= 0
 AT_LEAST_ONE = {

@@ -74,7 +74,7 @@ def method_class(name: str) -> type[Method]:
     try:
         module = importlib.import_module(f"prompt_bench.methods.{name}")
     except ModuleNotFoundError:
-        known = sorted(p.stem for p in (Path(__file__).parent.parent / "conf" / "method").glob("*.yaml"))
+        known = conf_files.names("method")
         raise ConfigError(f"unknown method '{name}': use one of {', '.join(known)}") from None
     return module.METHOD
 
