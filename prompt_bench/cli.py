@@ -21,7 +21,7 @@ from prompt_bench.errors import PromptBenchError
 CONF_DIR = str(conf_files.CONF_DIR)
 
 #: config keys that do not change what a run computes, so they stay out of its folder's hash
-UNHASHED = ("hydra", "run", "logger")
+UNHASHED = ("hydra", "run", "logger", "optimized_metric")
 
 
 def config_hash(*, _root_: DictConfig) -> str:
@@ -139,6 +139,8 @@ def main() -> None:
             print(f"prompt-bench: error: {cli_errors.hydra_line(err, sys.argv[1:])}", file=sys.stderr)
             sys.exit(cli_errors.BAD_INPUT)
         explained = cli_errors.job_line(err)
+        if "No trials are completed yet" in str(err):
+            explained = "every trial of the search failed: the [sweep] lines above say why"
         print(f"prompt-bench: error: {explained or cli_errors.bug_line(err, None)}", file=sys.stderr)
         sys.exit(cli_errors.BAD_INPUT if explained else 1)
     from prompt_bench import sweep_status
@@ -168,7 +170,8 @@ def _job(cfg: DictConfig):
         group_sweep_in_wandb(cfg)
         from prompt_bench import experiment
 
-        return experiment.run(cfg, run_dir)
+        results = experiment.run(cfg, run_dir)
+        return JobValue(objective(results, cfg.get("optimized_metric")), results=results)
     except Exception as err:  # noqa: BLE001 - every failure of a job is one line; a bug also leaves its traceback
         if os.environ.get(TRACEBACK_ENV) == "1":
             raise
@@ -181,8 +184,44 @@ def _job(cfg: DictConfig):
             message = cli_errors.bug_line(err, _keep_traceback(err, run_dir))
         print(f"prompt-bench: error: {message}", file=sys.stderr)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
-            return {"error": message}  # one bad job must not end the whole sweep
+            return JobValue(float("nan"), error=message)  # one bad job must not end the whole sweep (Optuna: a failed trial)
         sys.exit(cli_errors.BAD_INPUT if expected else 1)
+
+
+class JobValue(float):
+    """What a job returns: one number, the objective Hydra's sweepers (Optuna, ...) optimise, carrying the run's
+    results (or its error) for our own sweep summary. NaN for a failed job, which Optuna records as a failed trial."""
+
+    def __new__(cls, value: float, results: dict | None = None, error: str | None = None):
+        number = super().__new__(cls, value)
+        number.results, number.error = results, error
+        return number
+
+    def __float__(self) -> float:
+        # A sweeper that asks a failed job for its number gets the job's error (Optuna then records a failed trial
+        # and goes on), never a NaN it would try to rank.
+        if self.error:
+            raise ValueError(f"the job failed: {self.error}")
+        return super().__float__()
+
+    def __reduce__(self):  # launchers that run jobs in other processes pickle the return value
+        return (JobValue, (super().__float__(), self.results, self.error))
+
+
+def objective(results: dict, optimized_metric: str | None) -> float:
+    """The selected prompt's dev score: on the task's own metric, or on `optimized_metric` (a dev metric, e.g.
+    `dev/f1`; never a test metric: hyperparameters are chosen on dev)."""
+    from prompt_bench.errors import ConfigError
+
+    name = str(optimized_metric or f"dev/{results['metric']}")
+    split, _, metric = name.rpartition("/")
+    if split not in ("", "dev"):
+        raise ConfigError(f"optimized_metric={name}: hyperparameters are searched on dev, never {split}: "
+                          f"use optimized_metric=dev/{metric}")
+    if metric not in results["dev"]:
+        raise ConfigError(f"optimized_metric={name} is not a dev metric of this run: use one of "
+                          f"{', '.join('dev/' + k for k in results['dev'])}")
+    return float(results["dev"][metric])
 
 
 def _keep_traceback(err: BaseException, run_dir: Path) -> Path | None:

@@ -80,7 +80,14 @@ def _declares(group: str, option: str, key: str) -> bool:
     return True
 
 
+#: options that come from an optional install, and the install
+PLUGINS = {("hydra/sweeper", "optuna"): 'pip install "prompt-bench[optuna]"',
+           ("hydra/launcher", "ray"): 'pip install "prompt-bench[ray]" (in an environment of its own)'}
+
+
 def unknown_group_option(group: str, option: str) -> str:
+    if (group, option) in PLUGINS:
+        return f"{group}={option} needs a Hydra plugin that is not installed: {PLUGINS[group, option]}"
     options = conf_files.names(group)
     near = difflib.get_close_matches(option, options, n=1)
     hint = f" (did you mean {group}={near[0]}?)" if near else ""

@@ -51,10 +51,11 @@ def _outcome(job_return: JobReturn) -> tuple[bool, str]:
         error = job_return._return_value
         return False, (str(error).splitlines()[0] if str(error) else type(error).__name__)
     value = job_return.return_value
-    if isinstance(value, dict) and "error" in value:
-        return False, str(value["error"])
-    if isinstance(value, dict) and "test" in value and "metric" in value:
-        return True, f"test: {value['metric']} {value['test'][value['metric']]:.4f}"
+    if getattr(value, "error", None):
+        return False, str(value.error)
+    results = getattr(value, "results", None)
+    if isinstance(results, dict) and "test" in results and "metric" in results:
+        return True, f"dev: {float(value):.4f}, test: {results['metric']} {results['test'][results['metric']]:.4f}"
     return True, "done"
 
 
