@@ -391,6 +391,9 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Data | No
         step_unit="API calls" if the_plan.method_cls.access == "black_box" else "steps",
     )
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    tracker.use_inputs([Path(str(method_cfg[key])) for key in ("init", "source")
+                        if method_cfg.get(key) and str(method_cfg[key]).endswith(".safetensors")
+                        and Path(str(method_cfg[key])).is_file()])
     if str(cfg.setting.name) == "full_data" and the_plan.method_cls.access == "gradient":
         method_cfg = full_data.schedule(cfg.setting, method_cfg, len(train))
     ctx = FitContext(
@@ -451,12 +454,18 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Data | No
         "phase_seconds": phases.seconds,
         "peak_memory_mb": round(_peak_memory_mb(backbone.device), 1),
         "device": str(backbone.device), "versions": _versions(), "method_info": solution.meta,
+        **({"wandb_url": tracker.url} if tracker.url else {}),
     }
     tracker.log({f"test/{k}": v for k, v in test_scores.items()}, step=solution.budget_used or 0)
     tmp = folder.results.with_suffix(".tmp")
     tmp.write_text(json.dumps(results, indent=2, default=str))
     tmp.replace(folder.results)
-    tracker.finish({**{f"test/{k}": v for k, v in test_scores.items()}, "budget_used": solution.budget_used}, prompt_file)
+    # the W&B summary: what a dashboard compares across methods (the selected prompt's scores, not the last step's)
+    tracker.finish({**{f"test/{k}": v for k, v in test_scores.items()}, **{f"dev/{k}": v for k, v in dev_scores.items()},
+                    "budget_used": solution.budget_used, "budget_unit": results["budget_unit"],
+                    "wall_time_s": results["wall_time_s"], "peak_memory_mb": results["peak_memory_mb"],
+                    "n_train": results["n_train"], "run_folder": str(folder.path), "config_hash": config_hash(_root_=cfg)},
+                   prompt_file)
     log.info("finished: test %s, dev %s; %s %s used; %.1f s in all (%s)",
              _scores(test_scores), _scores(dev_scores), solution.budget_used, results["budget_unit"],
              results["wall_time_s"], ", ".join(f"{k} {v:.1f} s" for k, v in phases.seconds.items()))

@@ -30,6 +30,8 @@ def print_summary(results: dict[str, Any], run_dir: Path, skipped: bool = False)
         ("peak memory", f"{results['peak_memory_mb']:.0f} MB"),
         ("run folder", str(run_dir)),
     ]
+    if results.get("wandb_url"):
+        rows.append(("W&B", results["wandb_url"]))
     others = {k: v for k, v in results["test"].items() if k != metric}
     if others:
         rows.insert(4, ("test (other)", ", ".join(f"{k} {v:.4f}" for k, v in others.items())))
