@@ -99,7 +99,7 @@ def test_every_method_and_task_of_a_preset_composes_and_passes_the_checks_made_b
 
 def test_bbt_paper_is_the_bbt_table_on_roberta_large_at_the_papers_black_box_settings():
     cfg = make("experiment=bbt_paper")
-    assert cfg.model.name == "roberta_large" and cfg.model.id == "roberta-large"
+    assert cfg.model.name == "roberta_large" and cfg.model.id == "FacebookAI/roberta-large"
     assert (cfg.setting.name, cfg.setting.k) == ("few_shot", 16)
     jobs = preset_jobs("bbt_paper")
     methods = choices(jobs, "method")

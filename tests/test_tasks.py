@@ -311,7 +311,7 @@ def test_hub_rows_map_to_the_same_fields_as_the_mirror(monkeypatch):
 
     fake_datasets(monkeypatch, rows=[{"premise": "p", "hypothesis": "h", "label": -1}, {"premise": "p", "hypothesis": "h2", "label": 2}])
     loaded = load_split(load_spec("snli"), "test", None)
-    assert [ex.label for ex in loaded.examples] == [2] and loaded.source == "hf:snli[test]" and loaded.note is None
+    assert [ex.label for ex in loaded.examples] == [2] and loaded.source == "hf:stanfordnlp/snli[test]" and loaded.note is None
 
     row = {"paragraph": "P", "question": "Q", "answer": "A", "label": 1, "idx": {"paragraph": 4, "question": 7, "answer": 0}}
     fake_datasets(monkeypatch, rows=[row])
