@@ -10,6 +10,7 @@ from torch import Tensor
 
 from prompt_bench.batching import EncodedSplit
 from prompt_bench.checkpoint import Checkpoint
+from prompt_bench.errors import PromptBenchError
 from prompt_bench.models.backbone import Backbone, EncodedBatch
 from prompt_bench.prompts.placeholders import Placeholders
 from prompt_bench.tasks.spec import TaskSpec
@@ -81,6 +82,15 @@ class Method:
         """Whether the method reads the task's `plain_input` (its text, no template or mask) instead of the
         templated input, as P-tuning v2's reference classification head does."""
         return False
+
+    @classmethod
+    def restore(cls, tensors: dict[str, Tensor], meta: dict[str, Any], method_cfg: dict[str, Any]) -> Solution:
+        """The solution a finished run saved (its prompt.safetensors / prompt.json), ready to score new inputs
+        (`prompt-bench-predict`). The default holds a shallow prompt or none; methods that keep more say how."""
+        extra = sorted(set(tensors) - {"prompt"})
+        if extra:
+            raise PromptBenchError(f"a {cls.__name__} run's saved {', '.join(extra)} cannot be scored again here")
+        return Solution(prompt=tensors.get("prompt"), meta=meta)
 
     def fit(self, ctx: FitContext) -> Solution:
         raise NotImplementedError

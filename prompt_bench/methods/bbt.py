@@ -49,6 +49,11 @@ class BBT(Method):
     access = "black_box"
 
     @classmethod
+    def restore(cls, tensors, meta, method_cfg) -> Solution:
+        # the prompt is A z already projected; z itself is kept only to read the search's result
+        return super().restore({k: v for k, v in tensors.items() if k != "z"}, meta, method_cfg)
+
+    @classmethod
     def check(cls, cfg) -> None:
         if int(cfg["budget"]) <= 0:
             raise ConfigError(f"method.budget must be a positive number of API calls, got {cfg['budget']}")

@@ -129,6 +129,10 @@ class BBTv2(Method):
     access = "black_box"
 
     @classmethod
+    def restore(cls, tensors, meta, method_cfg) -> Solution:
+        return DeepPromptSolution(prompt=tensors["prompt"], tensors={"deep_prompt": tensors["deep_prompt"]}, meta=meta)
+
+    @classmethod
     def placeholders(cls, cfg):
         return BBT.placeholders(cfg)
 

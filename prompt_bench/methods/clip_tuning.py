@@ -88,6 +88,13 @@ class ClipTuning(BBT):
     access = "black_box"
 
     @classmethod
+    def restore(cls, tensors, meta, method_cfg) -> Solution:
+        # the thinned networks are the run's own masks: seeded by the run's seed, as in fit
+        spec = thinned_spec(method_cfg, int(meta.get("seed", 0)))
+        return ClipTuningSolution(prompt=tensors["prompt"], meta=meta,
+                                  thinned=spec if meta.get("inference") == "ensemble" else None)
+
+    @classmethod
     def check(cls, cfg) -> None:
         super().check(cfg)
         spec = thinned_spec(cfg, seed=0)  # n_networks, clip_rate, sites

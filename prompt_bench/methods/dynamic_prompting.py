@@ -90,6 +90,10 @@ class DynamicPrompting(Method):
     access = "gradient"
 
     @classmethod
+    def restore(cls, tensors, meta, method_cfg) -> Solution:
+        return DynamicPromptSolution(prompt=None, tensors=tensors, meta=meta)
+
+    @classmethod
     def check(cls, cfg) -> None:
         for key in ("n_prompt_tokens", "pool_size", "max_steps", "batch_size", "eval_every"):
             if int(cfg[key]) <= 0:

@@ -55,6 +55,10 @@ class PTuningV2(Method):
     access = "gradient"
 
     @classmethod
+    def restore(cls, tensors, meta, method_cfg) -> Solution:
+        return PrefixSolution(prompt=None, tensors=tensors, meta=meta)
+
+    @classmethod
     def check(cls, cfg) -> None:
         for key in ("n_prompt_tokens", "max_steps", "batch_size", "eval_every", "prefix_hidden_size"):
             if int(cfg[key]) <= 0:
