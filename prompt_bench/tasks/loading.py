@@ -29,7 +29,8 @@ from prompt_bench.errors import ConfigError, DataError
 from prompt_bench.tasks.spec import Example, TaskSpec
 
 SPLITS = ("train", "test")
-FORMATS = ("glue_tsv", "superglue_jsonl", "multirc_jsonl", "ag_news_csv", "snli_lines")
+#: the official layouts, then the generic ones for your own data (named fields and a label column or key)
+FORMATS = ("glue_tsv", "superglue_jsonl", "multirc_jsonl", "ag_news_csv", "snli_lines", "jsonl", "csv", "tsv")
 SUBSTITUTES = ("fixed_train", "pool_from_test", "train_from_other_split", "dev_from_test")
 ENV_VAR = "PROMPT_BENCH_DATA"
 
@@ -74,6 +75,8 @@ def mirror_root(configured: str | None) -> Path | None:
 def load_split(spec: TaskSpec, split: str, root: Path | None) -> LoadedSplit:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if Path(spec.mirror.dir).expanduser().is_absolute():  # your own files, wherever the mirror is
+        return _load_mirror(spec, split, Path("/"))
     if root is None:
         return _load_hub(spec, split)
     return _load_mirror(spec, split, Path(root))
@@ -360,12 +363,39 @@ def _read_snli_lines(path: Path, fields: dict, label: str, _header, index: dict,
         )
 
 
+def _read_jsonl(path: Path, fields: dict, label: str, _header, index: dict, _paths) -> Iterator[Example]:
+    for where, record in _json_lines(path):
+        yield Example(fields={name: _text(_dotted(record, key, where), where, key) for name, key in fields.items()},
+                      label=_class_index(_dotted(record, label, where), index, where))
+
+
+def _read_table(delimiter: str):
+    def read(path: Path, fields: dict, label: str, _header, index: dict, _paths) -> Iterator[Example]:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            rows = csv.DictReader(f, delimiter=delimiter)
+            _check_columns(path, list(rows.fieldnames or []), fields, label)
+            try:
+                for row in rows:
+                    where = f"{path}:{rows.line_num}"
+                    if None in row or any(v is None for v in row.values()):
+                        raise DataError(f"{where}: expected {len(rows.fieldnames)} columns like the header")
+                    yield Example(fields={name: row[col] for name, col in fields.items()},
+                                  label=_class_index(row[label], index, where))
+            except csv.Error as err:
+                raise DataError(f"{path}:{rows.line_num}: {err}") from None
+
+    return read
+
+
 _READERS = {
     "glue_tsv": _read_glue_tsv,
     "superglue_jsonl": _read_superglue_jsonl,
     "multirc_jsonl": _read_multirc_jsonl,
     "ag_news_csv": _read_ag_news_csv,
     "snli_lines": _read_snli_lines,
+    "jsonl": _read_jsonl,
+    "csv": _read_table(","),
+    "tsv": _read_table("\t"),
 }
 
 
@@ -375,6 +405,9 @@ _READERS = {
 
 def _load_hub(spec: TaskSpec, split: str) -> LoadedSplit:
     h = spec.hub
+    if h is None:
+        raise DataError(f"task '{spec.name}' has no hub section and its files were not found under the data mirror: "
+                        "give mirror.dir as an absolute folder, or set data.mirror")
     if split not in h.splits:
         raise ConfigError(f"task '{spec.name}': hub.splits has no '{split}' entry")
     hub_id = f"{h.path}/{h.name}" if h.name else h.path

@@ -58,7 +58,7 @@ class TaskSpec:
     template: str  # "{sentence} . It was {mask} ."; the soft prompt goes before it
     metric: str
     mirror: MirrorSpec
-    hub: HubSpec
+    hub: HubSpec | None  # None: a task with local files only (your own data)
     causal_template: str | None = None  # for families that can only predict the next token
     max_length: int = 256
     #: the input as P-tuning v2's reference code feeds it to a classification head: one text or a sentence pair,
@@ -102,7 +102,7 @@ class TaskSpec:
     def from_config(cfg: Mapping[str, Any]) -> "TaskSpec":
         try:
             mirror = dict(cfg["mirror"])
-            hub = dict(cfg["hub"])
+            hub = dict(cfg["hub"]) if cfg.get("hub") else None
             words = {"template": cfg["template"], "causal_template": cfg.get("causal_template"),
                      "verbalizer": cfg["verbalizer"], "select": None}
             style = cfg.get("style")
@@ -119,7 +119,7 @@ class TaskSpec:
             plain = cfg.get("plain_input")
             spec = TaskSpec(
                 name=str(cfg["name"]),
-                benchmark=str(cfg["benchmark"]),
+                benchmark=str(cfg.get("benchmark", "custom")),
                 labels=tuple(str(x) for x in cfg["labels"]),
                 verbalizer=tuple(str(x) for x in words["verbalizer"]),
                 template=str(words["template"]),
@@ -138,7 +138,7 @@ class TaskSpec:
                     header=bool(mirror.get("header", True)),
                     substitute=dict(mirror.get("substitute") or {}),
                 ),
-                hub=HubSpec(
+                hub=None if hub is None else HubSpec(
                     path=hub["path"],
                     name=hub.get("name"),
                     splits=dict(hub["splits"]),
