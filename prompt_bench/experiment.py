@@ -454,6 +454,8 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Data | No
         "phase_seconds": phases.seconds,
         "peak_memory_mb": round(_peak_memory_mb(backbone.device), 1),
         "device": str(backbone.device), "versions": _versions(), "method_info": solution.meta,
+        # the hub commit the weights came from (None for a local folder): what to pin as model.revision to rerun
+        "model_revision": getattr(backbone.model.config, "_commit_hash", None),
         **({"wandb_url": tracker.url} if tracker.url else {}),
     }
     tracker.log({f"test/{k}": v for k, v in test_scores.items()}, step=solution.budget_used or 0)

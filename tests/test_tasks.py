@@ -290,7 +290,7 @@ def test_a_rewritten_file_is_read_again_despite_the_cache(tmp_path):
 
 
 def fake_datasets(monkeypatch, rows=None, error=None):
-    def load_dataset(path, name=None, split=None):
+    def load_dataset(path, name=None, split=None, revision=None):
         if error:
             raise error
         return rows

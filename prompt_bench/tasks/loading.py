@@ -411,7 +411,7 @@ def _load_hub(spec: TaskSpec, split: str) -> LoadedSplit:
     if split not in h.splits:
         raise ConfigError(f"task '{spec.name}': hub.splits has no '{split}' entry")
     hub_id = f"{h.path}/{h.name}" if h.name else h.path
-    source = f"hf:{hub_id}[{h.splits[split]}]"
+    source = f"hf:{hub_id}[{h.splits[split]}]" + (f"@{h.revision}" if h.revision else "")
     fix = (
         f"set data.mirror=<folder holding glue/ superglue/ extra/> (or ${ENV_VAR}) to read task '{spec.name}' "
         "from a local copy instead"
@@ -419,7 +419,7 @@ def _load_hub(spec: TaskSpec, split: str) -> LoadedSplit:
     try:
         import datasets  # slow import, and only needed without a mirror
 
-        rows = datasets.load_dataset(h.path, h.name, split=h.splits[split])
+        rows = datasets.load_dataset(h.path, h.name, split=h.splits[split], revision=h.revision)
     except Exception as err:  # network, auth, missing config: all end the same way for the user
         raise DataError(f"could not load task '{spec.name}' from the HF hub ({source}: {type(err).__name__}: {err}): {fix}") from None
 

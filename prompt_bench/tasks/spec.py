@@ -47,6 +47,7 @@ class HubSpec:
     name: str | None
     splits: Mapping[str, str]  # our split name -> hub split name
     fields: Mapping[str, str | None]  # our field name -> hub column; None: folded into another column, read as ""
+    revision: str | None = None  # a hub commit (or tag) to pin; null: the newest, recorded in results.json
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,7 @@ class TaskSpec:
                     name=hub.get("name"),
                     splits=dict(hub["splits"]),
                     fields=dict(hub["fields"]),
+                    revision=hub.get("revision"),
                 ),
             )
         except KeyError as missing:
