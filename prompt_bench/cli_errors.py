@@ -110,7 +110,7 @@ def unknown_key(key: str, overrides: list[str]) -> str:
             return (f"{key} is not a setting of {group}={option} ({chosen_here}): it belongs to "
                     f"{' and '.join(f'{group}={name}' for name in elsewhere)}; add {group}={elsewhere[0]} to use it")
         return (f"{key} is not a setting of {group}={option}: {hint} "
-                f"(conf/{group}/{option}.yaml and README list the settings)")
+                f"(conf/{group}/{option}.yaml lists the settings, docs/methods/README.md explains them)")
     return f"{key} is not a setting: {hint} (prompt-bench --cfg job shows every setting)"
 
 

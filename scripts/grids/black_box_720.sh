@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The black-box family at an equal budget of 720 teacher API calls (README "Measured here"): MiniLM, 16-shot,
+# The black-box family at an equal budget of 720 teacher API calls (docs/results/README.md): MiniLM, 16-shot,
 # MRPC / RTE / SST-2, seeds 13/21/42. bbt and random search: 36 generations of 20; clip_tuning: 180 candidates
 # on N=4 thinned networks; bbtv2: 6 rounds over MiniLM's 6 layers; gdfo with a 3-block MiniLM student and its
 # three ablations. The test metric is tracked at every dev evaluation for the budget curves.
 #   bash scripts/grids/black_box_720.sh [OUT] [extra overrides, e.g. compute.bf16=true]
 #   prompt-bench-report OUT
-# Written down after the fact from the settings the README reports (the original script lived in an ignored
+# Written down after the fact from the settings docs/results/README.md reports (the original script lived in an ignored
 # folder); re-running skips finished runs and resumes interrupted ones.
 set -uo pipefail
 OUT=${1:-outputs/closing/black_box_720}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MetaPT closing grid (README "Measured here"): downstream 16-shot prompt tuning on MiniLM from five
+# MetaPT closing grid (docs/results/README.md): downstream 16-shot prompt tuning on MiniLM from five
 # initialisations (random, vocab-sampled, PPT, MetaPT K-means, MetaPT LDA), SST-2 / MRPC / CoLA x 5 seeds.
 # CPU-sized: 20 prompt tokens, 100 steps, dev every 20. One worker thread (run two grids side by side).
 #   bash scripts/grids/metapt_inits.sh [OUT]   then   prompt-bench-report OUT

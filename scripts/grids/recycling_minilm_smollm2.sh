@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prompt Recycling closing grid (README "Measured here"): prompt tuning on MiniLM and on SmolLM2 (SST-2 and CoLA,
+# Prompt Recycling closing grid (docs/results/README.md): prompt tuning on MiniLM and on SmolLM2 (SST-2 and CoLA,
 # 16-shot, 5 seeds, 20 tokens, 100 steps), then every prompt recycled to the other model by each recycler, against
 # the target's zero-shot manual prompt, random prompts and the prompts tuned on the target itself, on a fixed
 # 200-example subset of each test split.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A sweep over two joblib workers, then the same sweep again (README "Measured here"): MiniLM, methods manual /
+# A sweep over two joblib workers, then the same sweep again (docs/results/README.md): MiniLM, methods manual /
 # prompt_tuning / bbt at their MiniLM defaults, SST-2 and RTE, seeds 13 and 21, one thread per worker, W&B offline.
 # The second launch finds every run finished (same config hash) and reruns nothing.
 #   bash scripts/grids/sweep_two_workers.sh [OUT] [extra overrides, e.g. compute.bf16=true]
