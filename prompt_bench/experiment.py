@@ -71,9 +71,13 @@ class Plan:
 
 
 def method_class(name: str) -> type[Method]:
+    module_name = f"prompt_bench.methods.{name}"
     try:
-        module = importlib.import_module(f"prompt_bench.methods.{name}")
-    except ModuleNotFoundError:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name != module_name:  # the method exists but something it imports is not installed
+            raise ConfigError(f"method={name} needs the package '{(err.name or '?').split('.')[0]}', which is not "
+                              f"installed: pip install it (README's install command brings in every default)") from None
         known = conf_files.names("method")
         raise ConfigError(f"unknown method '{name}': use one of {', '.join(known)}") from None
     return module.METHOD
