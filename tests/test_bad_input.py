@@ -69,10 +69,12 @@ def test_pickled_weights_are_loaded_only_when_the_user_allows_them(tiny_models, 
 def test_a_method_whose_dependency_is_missing_names_the_package_not_an_unknown_method(monkeypatch):
     import importlib
 
+    real = importlib.import_module
+
     def import_module(name, package=None):
         if name == "prompt_bench.methods.needs_more":  # the method's module exists; what it imports does not
             raise ModuleNotFoundError("No module named 'not_installed_dependency'", name="not_installed_dependency")
-        return importlib.import_module(name, package)
+        return real(name, package)
 
     monkeypatch.setattr(experiment.importlib, "import_module", import_module)
     with pytest.raises(ConfigError, match="method=needs_more needs the package 'not_installed_dependency'"):
