@@ -12,7 +12,9 @@ import torch
 
 from prompt_bench.config_values import flag
 from prompt_bench.errors import ConfigError, ModelError
-from prompt_bench.tasks.spec import FAMILIES
+
+#: the backbone families a model config may name (one Backbone subclass each, built by models.build_backbone)
+FAMILIES = ("masked_lm", "causal_lm", "seq2seq", "sentence_encoder")
 
 log = logging.getLogger(__name__)
 

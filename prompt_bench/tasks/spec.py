@@ -12,7 +12,6 @@ from typing import Any, Mapping
 from prompt_bench.errors import ConfigError
 
 METRICS = ("accuracy", "f1", "macro_f1", "matthews", "multirc")
-FAMILIES = ("masked_lm", "causal_lm", "seq2seq", "sentence_encoder")
 MASK = "{mask}"
 _FIELD = re.compile(r"\{(\w+)\}")
 
