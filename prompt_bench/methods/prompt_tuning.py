@@ -6,7 +6,16 @@ from prompt_bench.errors import ConfigError
 from prompt_bench.methods.base import FitContext, Method, Solution
 from prompt_bench.methods.training import train
 from prompt_bench.prompts.soft import check_init, initial_prompt
-from prompt_bench.prompts.task_specific import TaskPromptSolution, task_prompt_logits
+from prompt_bench.prompts.task_specific import task_prompt_logits
+
+
+class TaskPromptSolution(Solution):
+    """`prompt` is the shared part; `tensors["task_prompts"]` [T, L_t, d] the tasks' own parts
+    (setting=multitask, setting.prompt=shared+task)."""
+
+    def scorer(self, backbone):
+        shared, task_prompts = self.prompt, self.tensors["task_prompts"]
+        return lambda batch: task_prompt_logits(backbone, batch, shared, task_prompts)
 
 
 class PromptTuning(Method):

@@ -7,12 +7,9 @@ rows of a mixed batch are scored task by task: each group is an ordinary one-pro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
-from prompt_bench.methods.base import Solution
 from prompt_bench.models.backbone import Backbone, EncodedBatch
 
 
@@ -29,12 +26,3 @@ def task_prompt_logits(backbone: Backbone, batch: EncodedBatch, shared: Tensor, 
     inverse = torch.empty(len(batch), dtype=torch.long, device=batch.task_ids.device)
     inverse[torch.cat(order)] = torch.arange(len(batch), device=inverse.device)
     return torch.cat(parts)[inverse]
-
-
-@dataclass
-class TaskPromptSolution(Solution):
-    """`prompt` is the shared part; `tensors["task_prompts"]` [T, L_t, d] the tasks' own parts."""
-
-    def scorer(self, backbone: Backbone):
-        shared, task_prompts = self.prompt, self.tensors["task_prompts"]
-        return lambda batch: task_prompt_logits(backbone, batch, shared, task_prompts)
