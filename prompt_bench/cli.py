@@ -139,8 +139,6 @@ def main() -> None:
             print(f"prompt-bench: error: {cli_errors.hydra_line(err, sys.argv[1:])}", file=sys.stderr)
             sys.exit(cli_errors.BAD_INPUT)
         explained = cli_errors.job_line(err)
-        if "No trials are completed yet" in str(err):
-            explained = "every trial of the search failed: the [sweep] lines above say why"
         print(f"prompt-bench: error: {explained or cli_errors.bug_line(err, None)}", file=sys.stderr)
         sys.exit(cli_errors.BAD_INPUT if explained else 1)
     from prompt_bench import sweep_status

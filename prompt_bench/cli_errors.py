@@ -191,6 +191,8 @@ def job_line(err: BaseException) -> str | None:
         return f"a file is not UTF-8 text ({err.reason} at byte {err.start}): save it as UTF-8"
     if isinstance(err, json.JSONDecodeError):
         return f"a JSON file is truncated or not JSON ({err.msg} at line {err.lineno}): write it again"
+    if isinstance(err, ValueError) and "No trials are completed yet" in str(err):  # Optuna, after a search
+        return "every trial of the search failed: the [sweep] lines above say why"
     return None
 
 

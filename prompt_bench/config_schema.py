@@ -19,7 +19,6 @@ from prompt_bench import conf_files
 from prompt_bench.config_values import flag, whole_number
 from prompt_bench.errors import ConfigError
 
-CONF_DIR = conf_files.CONF_DIR
 
 #: whole-number keys (by their last part) that must be at least 1; every other whole-number key must be >= 0
 AT_LEAST_ONE = {
@@ -102,8 +101,8 @@ def _leaves(node: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 def declared_kinds() -> dict[str, set[str]]:
     """Every key a conf/ YAML gives a literal default, with the kinds of those defaults (int, float, bool, str...)."""
     kinds: dict[str, set[str]] = {}
-    for file in sorted(CONF_DIR.rglob("*.yaml")):
-        relative = file.relative_to(CONF_DIR)
+    for file in sorted(conf_files.CONF_DIR.rglob("*.yaml")):
+        relative = file.relative_to(conf_files.CONF_DIR)
         if relative.parts[0] in ("hydra", "task"):
             continue
         text = file.read_text(encoding="utf-8")

@@ -14,8 +14,8 @@ import json
 import sys
 from pathlib import Path
 
-from prompt_bench.artifacts import load_tensors
 from prompt_bench.errors import PromptBenchError
+from prompt_bench.predict import saved_solution
 
 #: our model family -> peft's task type
 TASK_TYPES = {"causal_lm": "CAUSAL_LM", "seq2seq": "SEQ_2_SEQ_LM"}
@@ -26,11 +26,9 @@ def peft_adapter(run: Path, out: Path) -> Path:
     """Write `out/adapter_config.json` and `out/adapter_model.safetensors` from `run`'s prompt; return `out`."""
     from safetensors.torch import save_file
 
-    prompt_file = Path(run) / "prompt.safetensors"
-    if not prompt_file.is_file():
-        raise PromptBenchError(f"{run} has no prompt.safetensors: export a finished run of a method that learns a prompt")
-    tensors, meta = load_tensors(prompt_file, fix="run the method again to write it")
-    family, method = meta.get("family"), meta.get("method", "?")
+    config, _, solution = saved_solution(Path(run))
+    meta, method = solution.meta, config["method"]["name"]
+    family = meta.get("family")
     if family not in TASK_TYPES:
         raise PromptBenchError(
             f"{run} is a {family} run: peft puts a prompt where we do only for causal_lm and seq2seq models "
@@ -38,11 +36,12 @@ def peft_adapter(run: Path, out: Path) -> Path:
     if meta.get("prompt_mode", "insert") != "insert":
         raise PromptBenchError(f"{run} holds an additive prompt (method.prompt_mode=add, added onto placeholder "
                                "words), which peft cannot express: train with method.prompt_mode=insert to export")
-    if set(tensors) != {"prompt"} or tensors["prompt"].dim() != 2:
-        raise PromptBenchError(f"method={method} stores {', '.join(sorted(tensors))}, not one soft prompt of "
-                               "inserted vectors: peft's PromptTuning holds only that (prompt_tuning, bbt, bbtv2, "
-                               "clip_tuning, gdfo, metapt, ppt and recycling runs export)")
-    prompt = tensors["prompt"].float().contiguous()
+    # what the run scores with must be the prompt alone (not a deep prompt, prefixes, a pool or thinned networks)
+    if solution.prompt is None or solution.tensors or getattr(solution, "thinned", None) is not None:
+        raise PromptBenchError(f"method={method} scores with more than one soft prompt of inserted vectors, and "
+                               "peft's PromptTuning holds only that (prompt_tuning, bbt, clip_tuning with "
+                               "inference=full, gdfo, metapt, ppt and recycling runs export)")
+    prompt = solution.prompt.float().contiguous()
     n_tokens, width = prompt.shape
     location = str(meta.get("model_location", ""))
     model_config = _model_config(location)

@@ -19,6 +19,8 @@ from omegaconf import OmegaConf
 
 from prompt_bench.artifacts import load_tensors
 from prompt_bench.errors import PromptBenchError
+from prompt_bench.methods.base import Method, Solution
+from prompt_bench.tasks.loading import json_lines
 from prompt_bench.tasks.spec import Example, TaskSpec
 
 
@@ -26,33 +28,21 @@ def read_inputs(path: Path, task: TaskSpec) -> list[Example]:
     fields = list(task.field_names)
     examples = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        for where, record in json_lines(path):
+            missing = [f for f in fields if f not in record]
+            if missing:
+                raise PromptBenchError(f"{where}: no field {', '.join(missing)}; task {task.name} reads {', '.join(fields)}")
+            examples.append(Example(fields={f: str(record[f]) for f in fields}, label=0))
     except (OSError, UnicodeDecodeError) as err:
         raise PromptBenchError(f"cannot read {path} ({err}): give a UTF-8 JSON-lines file") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise PromptBenchError(f"{path}:{number}: not JSON ({err.msg}): one JSON object per line") from None
-        missing = [f for f in fields if not isinstance(record, dict) or f not in record]
-        if missing:
-            raise PromptBenchError(f"{path}:{number}: no field {', '.join(missing)}; task {task.name} reads "
-                                   f"{', '.join(fields)}")
-        examples.append(Example(fields={f: str(record[f]) for f in fields}, label=0))
     if not examples:
         raise PromptBenchError(f"{path} holds no inputs: one JSON object per line")
     return examples
 
 
-def predictor(run: Path, device: str = "auto", trust_remote_code: bool = False):
-    """(task, score): `score(examples)` -> [N, C] probabilities from `run`'s saved solution."""
-    from prompt_bench.batching import encode_split
+def saved_solution(run: Path) -> tuple[dict[str, Any], type[Method], Solution]:
+    """(the run's config, its method class, the solution it saved), for scoring or exporting it again."""
     from prompt_bench.experiment import method_class
-    from prompt_bench.models import build_backbone
-    from prompt_bench.models.loading import ModelSpec
-    from prompt_bench.plain_input import encode_plain
 
     config_file = Path(run) / "config.yaml"
     if not (Path(run) / "results.json").is_file() or not config_file.is_file():
@@ -60,18 +50,26 @@ def predictor(run: Path, device: str = "auto", trust_remote_code: bool = False):
                                "folder a finished `prompt-bench` run printed")
     config = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
     if str(config["setting"]["name"]) == "multitask":
-        raise PromptBenchError(f"{run} is a multitask run: predict with a single-task run's prompt")
-    method_cfg = config["method"]
-    method_cls = method_class(str(method_cfg["name"]))
-    if method_cls.access == "gradient" and str(method_cfg["name"]) == "fine_tuning":
-        raise PromptBenchError("method=fine_tuning keeps no model weights in its run folder: nothing to predict with")
-    task = TaskSpec.from_config(config["task"])
-    # Where the weights are comes from the run folder; whether to run their code is the user's call, here.
-    model = ModelSpec.from_config({**config["model"], "trust_remote_code": trust_remote_code})
+        raise PromptBenchError(f"{run} is a multitask run: use a single-task run's prompt")
+    method_cls = method_class(str(config["method"]["name"]))
     tensors, meta = ({}, {})
     if (Path(run) / "prompt.safetensors").is_file():
         tensors, meta = load_tensors(Path(run) / "prompt.safetensors", fix="run the method again to write it")
-    solution = method_cls.restore(dict(tensors), meta, method_cfg)
+    return config, method_cls, method_cls.restore(dict(tensors), meta, config["method"])
+
+
+def predictor(run: Path, device: str = "auto", trust_remote_code: bool = False):
+    """(task, score): `score(examples)` -> [N, C] probabilities from `run`'s saved solution."""
+    from prompt_bench.batching import encode_split
+    from prompt_bench.models import build_backbone
+    from prompt_bench.models.loading import ModelSpec
+    from prompt_bench.plain_input import encode_plain
+
+    config, method_cls, solution = saved_solution(run)
+    method_cfg = config["method"]
+    task = TaskSpec.from_config(config["task"])
+    # Where the weights are comes from the run folder; whether to run their code is the user's call, here.
+    model = ModelSpec.from_config({**config["model"], "trust_remote_code": trust_remote_code})
     backbone = build_backbone(model, device=device)
     backbone.set_verbalizer(task.verbalizer)
     scorer = solution.scorer(backbone)

@@ -70,3 +70,16 @@ def test_prompts_peft_cannot_hold_are_refused_with_the_reason(mirror, tiny_model
     with pytest.raises(SystemExit) as exit_status:
         main([str(tmp_path / "no_such_run")])
     assert exit_status.value.code == 2
+
+
+def test_a_black_box_prompt_exports_without_its_search_vector(mirror, tiny_models, tmp_path):
+    from test_experiment import SMALL_BBT
+
+    run = tmp_path / "bbt"
+    experiment.run(make(mirror, *SMALL_BBT, "method.prompt_mode=insert", "model=local",
+                        f"model.path={tiny_models['causal_lm']}", "model.family=causal_lm"), run)
+    peft_adapter(run, tmp_path / "out")
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "out" / "adapter_model.safetensors"))
+    torch.testing.assert_close(saved["prompt_embeddings"], load_tensors(run / "prompt.safetensors")[0]["prompt"].float())

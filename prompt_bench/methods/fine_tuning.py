@@ -2,7 +2,7 @@
 
 import torch
 
-from prompt_bench.errors import ConfigError
+from prompt_bench.errors import ConfigError, PromptBenchError
 from prompt_bench.methods.base import FitContext, Method, Solution
 from prompt_bench.methods.training import train
 
@@ -15,6 +15,10 @@ class FineTuning(Method):
         for key in ("max_steps", "batch_size", "eval_every"):
             if int(cfg[key]) <= 0:
                 raise ConfigError(f"method.{key} must be positive, got {cfg[key]}")
+
+    @classmethod
+    def restore(cls, tensors, meta, method_cfg) -> Solution:
+        raise PromptBenchError("method=fine_tuning keeps no model weights in its run folder: nothing to score with")
 
     def fit(self, ctx: FitContext) -> Solution:
         backbone = ctx.backbone

@@ -18,10 +18,9 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from safetensors import safe_open
 from torch import Tensor
 
-from prompt_bench.artifacts import load_tensors
+from prompt_bench.artifacts import load_tensors, tensor_shapes
 from prompt_bench.conf_files import model_config
 from prompt_bench.errors import ConfigError, ModelError
 from prompt_bench.models.loading import ModelSpec, load_pretrained
@@ -53,11 +52,11 @@ def prompt_file(source: str | Path | None) -> Path:
 def prompt_shape(source: str | Path | None) -> tuple[int, int]:
     """(L, d_source) of the source prompt, read from the file header (nothing loaded)."""
     path = prompt_file(source)
-    with safe_open(str(path), framework="pt") as handle:
-        if "prompt" not in handle.keys():
-            raise ConfigError(f"method.source '{source}' holds no shallow soft prompt (tensors: {', '.join(handle.keys())}): "
-                              "recycling maps input prompts, e.g. from method=prompt_tuning or bbt")
-        shape = handle.get_slice("prompt").get_shape()
+    shapes = tensor_shapes(path, fix="point method.source at the prompt.safetensors of a finished run")
+    if "prompt" not in shapes:
+        raise ConfigError(f"method.source '{source}' holds no shallow soft prompt (tensors: {', '.join(shapes)}): "
+                          "recycling maps input prompts, e.g. from method=prompt_tuning or bbt")
+    shape = shapes["prompt"]
     if len(shape) != 2:
         raise ConfigError(f"method.source '{source}': its prompt has shape {shape}, expected [tokens, width]")
     return int(shape[0]), int(shape[1])

@@ -262,7 +262,8 @@ def _check_columns(path: Path, columns: list[str], fields: dict, label: str) -> 
         raise DataError(f"{path}:1: no column {missing} in {columns}; fix mirror.fields / mirror.label in the task YAML")
 
 
-def _json_lines(path: Path) -> Iterator[tuple[str, dict]]:
+def json_lines(path: Path) -> Iterator[tuple[str, dict]]:
+    """(where, record) for each non-blank line of a JSON-lines file; a bad line raises DataError naming it."""
     with open(path, encoding="utf-8") as f:
         for line_no, line in enumerate(f, 1):
             where = f"{path}:{line_no}"
@@ -287,7 +288,7 @@ def _dotted(record: dict, dotted: str, where: str) -> Any:
 
 
 def _read_superglue_jsonl(path: Path, fields: dict, label: str, _header, index: dict, _paths) -> Iterator[Example]:
-    for where, record in _json_lines(path):
+    for where, record in json_lines(path):
         yield Example(
             fields={name: _text(_dotted(record, key, where), where, key) for name, key in fields.items()},
             label=_class_index(_dotted(record, label, where), index, where),
@@ -299,7 +300,7 @@ def _read_multirc_jsonl(path: Path, fields: dict, label: str, _header, index: di
     wanted = {"paragraph", "question", "answer"}
     if set(fields) != wanted:
         raise ConfigError(f"multirc_jsonl gives the fields {sorted(wanted)}; the task YAML asks for {sorted(fields)}")
-    for where, record in _json_lines(path):
+    for where, record in json_lines(path):
         passage = _dotted(record, "passage", where)
         paragraph = _text(_dotted(passage, "text", where + " passage"), where, "passage.text")
         questions = _dotted(passage, "questions", where + " passage")
@@ -364,7 +365,7 @@ def _read_snli_lines(path: Path, fields: dict, label: str, _header, index: dict,
 
 
 def _read_jsonl(path: Path, fields: dict, label: str, _header, index: dict, _paths) -> Iterator[Example]:
-    for where, record in _json_lines(path):
+    for where, record in json_lines(path):
         yield Example(fields={name: _text(_dotted(record, key, where), where, key) for name, key in fields.items()},
                       label=_class_index(_dotted(record, label, where), index, where))
 
