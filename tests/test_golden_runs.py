@@ -1,4 +1,4 @@
-"""One small run per method gives exactly the results.json it gave before: the check a refactor must pass.
+"""One small run per method (and per setting) gives exactly the results.json it gave before: the check a refactor must pass.
 
 The expected values live in tests/golden/<method>.json. They were written by this test itself
 (`PROMPT_BENCH_WRITE_GOLDEN=1 pytest tests/test_golden_runs.py`) before a refactor; change them only for a
@@ -14,6 +14,7 @@ import pytest
 
 from prompt_bench import experiment
 from test_experiment import SMALL_BBT, make
+from test_full_data import make as make_without_k
 
 GOLDEN = Path(__file__).parent / "golden"
 STEPS = ["method.max_steps=3", "method.eval_every=1", "method.batch_size=4"]
@@ -39,6 +40,18 @@ def runs(tiny_models, tmp_path):
         "clip_tuning": [*masked, "method=clip_tuning", *BLACK_BOX, "method.n_networks=2"],
         "gdfo": [*masked, "method=gdfo", *BLACK_BOX, f"method.gdfo.student={tiny_models['causal_lm']}",
                  "method.gdfo.student_family=causal_lm", "method.placeholder_start=200"],
+        # every setting once, gradient and black-box, so a change to how settings split and score data shows
+        "fewglue": [*masked, "task=cb", "setting=fewglue", "setting.n_train=8", "setting.n_dev=8",
+                    "method=prompt_tuning", *PROMPT],
+        "full_data_gradient": [*masked, "task=cb", "setting=full_data", "setting.epochs=1", "setting.eval_every=20",
+                               "setting.patience=1", "method=prompt_tuning", "method.n_prompt_tokens=3",
+                               "method.batch_size=16"],
+        "full_data_black_box": [*masked, "task=cb", "setting=full_data", "setting.black_box_train=24", *SMALL_BBT],
+        "multitask": [*masked, "setting=multitask", "setting.tasks=[sst2,cb]", "setting.k=2", "method=prompt_tuning",
+                      *PROMPT],
+        "multitask_task_prompts": [*masked, "setting=multitask", "setting.tasks=[sst2,cb]", "setting.k=2",
+                                   "setting.prompt=shared+task", "setting.task_tokens=2", "method=prompt_tuning", *PROMPT],
+        "multitask_black_box": [*masked, "setting=multitask", "setting.tasks=[sst2,cb]", "setting.k=2", *SMALL_BBT],
     }
 
 
@@ -57,10 +70,14 @@ def essentials(results: dict, folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("method", ["manual", "prompt_tuning", "p_tuning_v2", "dynamic_prompting", "fine_tuning", "metapt",
-                                    "ppt", "bbt", "bbtv2", "clip_tuning", "gdfo"])
-def test_a_small_run_of_each_method_gives_the_results_it_gave_before(mirror, tiny_models, tmp_path, method):
+                                    "ppt", "bbt", "bbtv2", "clip_tuning", "gdfo", "fewglue", "full_data_gradient",
+                                    "full_data_black_box", "multitask", "multitask_task_prompts", "multitask_black_box"])
+def test_a_small_run_of_each_method_and_setting_gives_the_results_it_gave_before(mirror, tiny_models, tmp_path, method):
     folder = tmp_path / "run"
-    results = essentials(experiment.run(make(mirror, *runs(tiny_models, tmp_path)[method]), folder), folder)
+    overrides = runs(tiny_models, tmp_path)[method]
+    # few-shot k is only a key of the few-shot settings
+    compose = make_without_k if {"setting=fewglue", "setting=full_data"} & set(overrides) else make
+    results = essentials(experiment.run(compose(mirror, *overrides), folder), folder)
     golden = GOLDEN / f"{method}.json"
     if os.environ.get("PROMPT_BENCH_WRITE_GOLDEN") == "1":
         golden.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
