@@ -23,9 +23,8 @@ import torch
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
-from prompt_bench import __version__, conf_files, config_schema, full_data, multitask, predictions, progress
+from prompt_bench import __version__, conf_files, config_schema, predictions, progress, settings
 from prompt_bench.artifacts import save_tensors
-from prompt_bench.batching import encode_split
 from prompt_bench.checkpoint import Checkpoint
 from prompt_bench.config_values import flag
 from prompt_bench.errors import ConfigError, DataError, RunBusy
@@ -35,10 +34,8 @@ from prompt_bench.methods.blackbox import BlackBoxAPI
 from prompt_bench.models import build_backbone
 from prompt_bench.models.loading import ModelSpec
 from prompt_bench.optim import torch_optim
-from prompt_bench.plain_input import check_plain_input, encode_plain
-from prompt_bench.prompts.placeholders import Placeholders
 from prompt_bench.summary import print_summary
-from prompt_bench.tasks import loading, metrics, sampling
+from prompt_bench.tasks import loading
 from prompt_bench.tasks.spec import TaskSpec
 from prompt_bench.tracking import Tracker
 
@@ -50,14 +47,6 @@ _OPTIMIZER_FOR_ACCESS = {
     "black_box": ("dfo", "optimizer=cma (or another derivative-free optimizer)"),
 }
 
-#: the settings `load_data` knows how to split (one conf/setting/<name>.yaml each); the first two are few-shot
-SETTINGS = ("few_shot", "fewglue", "full_data", "multitask")
-
-
-def _unknown_setting(name: str) -> ConfigError:
-    return ConfigError(f"unknown setting '{name}': use setting={', setting='.join(SETTINGS)}")
-
-
 @dataclass
 class Plan:
     """Everything decided before anything heavy is loaded."""
@@ -65,9 +54,8 @@ class Plan:
     task: TaskSpec
     model: ModelSpec
     method_cls: type[Method]
-    prompt_len: int
-    placeholders: Placeholders | None = None
-    plain_input: bool = False  # the method reads the task's plain_input (no template), e.g. P-tuning v2's reference head
+    setting: settings.Setting
+    encoding: settings.Encoding  # how the method wants its inputs encoded
 
 
 def method_class(name: str) -> type[Method]:
@@ -98,75 +86,21 @@ def plan(cfg: DictConfig) -> Plan:
             )
     if method_cls.access == "gradient":
         torch_optim.check(cfg.optimizer)
-    setting = str(cfg.setting.name)
-    if setting == "multitask":
-        for spec in multitask.task_specs(cfg):
-            spec.template_for(model.family)
-        if multitask.task_tokens(cfg) and not method_cls.task_specific_prompts:
-            raise ConfigError(
-                f"setting.prompt=shared+task needs a method that trains task-specific prompts (prompt_tuning); "
-                f"method={cfg.method.name} trains one shared prompt: use setting.prompt=shared"
-            )
-    else:
-        task.template_for(model.family)
+    setting = settings.build(cfg)
+    setting.check(task, model, method_cfg, method_cls)
     method_cls.check(method_cfg)
     plain_input = method_cls.reads_plain_input(method_cfg)
     if plain_input:
-        check_plain_input(task, setting)
-    if setting not in SETTINGS:
-        raise _unknown_setting(setting)
-    if setting == "full_data":
-        full_data.check(cfg.setting)
-    if setting == "few_shot" and int(cfg.setting.k) <= 0:
-        raise ConfigError(f"setting.k must be a positive number of examples per class, got {cfg.setting.k}")
-    if setting == "fewglue":
-        for key in ("n_train", "n_dev"):
-            if int(cfg.setting[key]) <= 0:
-                raise ConfigError(f"setting.{key} must be a positive number of examples in total, got {cfg.setting[key]}")
-    return Plan(task=task, model=model, method_cls=method_cls, prompt_len=method_cls.prompt_length(method_cfg),
-                placeholders=method_cls.placeholders(method_cfg), plain_input=plain_input)
+        setting.check_plain_input(task)
+    encoding = settings.Encoding(prompt_len=method_cls.prompt_length(method_cfg),
+                                 placeholders=method_cls.placeholders(method_cfg), plain_input=plain_input,
+                                 black_box=method_cls.access == "black_box")
+    return Plan(task=task, model=model, method_cls=method_cls, setting=setting, encoding=encoding)
 
 
-@dataclass
-class Data:
-    train: list
-    dev: list
-    test: list
-    notes: list[str]
-    sources: dict[str, str]
-
-
-def load_data(cfg: DictConfig, task: TaskSpec) -> Data:
-    root = loading.mirror_root(cfg.data.mirror)
-    pool = loading.load_split(task, "train", root)
-    test = loading.load_split(task, "test", root)
-    dev_pool = None
-    setting, seed = str(cfg.setting.name), int(cfg.seed)
-    try:
-        if setting == "few_shot":
-            train, dev = sampling.few_shot(pool.examples, int(cfg.setting.k), seed, task.num_classes)
-        elif setting == "fewglue":
-            n_train, n_dev = int(cfg.setting.n_train), int(cfg.setting.n_dev)
-            dev_pool = loading.load_dev_pool(task, root)
-            if dev_pool is None:
-                train, dev = sampling.fixed_total(pool.examples, n_train, n_dev, seed, task.num_classes)
-            else:
-                # A fixed train set (boolq: the FewGLUE 32) is all train; dev comes from the pool held out of test.
-                train, _ = sampling.fixed_total(pool.examples, n_train, 0, seed, task.num_classes)
-                _, dev = sampling.fixed_total(dev_pool.examples, 0, n_dev, seed, task.num_classes)
-        elif setting == "full_data":
-            train, dev = sampling.full_data(
-                pool.examples, seed, float(cfg.setting.dev_fraction), int(cfg.setting.max_dev)
-            )
-        else:
-            raise _unknown_setting(setting)
-    except DataError as err:
-        raise DataError(f"task {task.name}: {err}") from None
-    notes = [n for n in (pool.note, test.note, dev_pool and dev_pool.note) if n]
-    sources = {"train": pool.source, "test": test.source}
-    if dev_pool is not None:
-        sources["dev"] = dev_pool.source
-    return Data(train, dev, test.examples, list(dict.fromkeys(notes)), sources)
+def load_data(cfg: DictConfig, task: TaskSpec) -> settings.Data:
+    """One task's examples as the config's setting splits them (no model needed)."""
+    return settings.build(cfg).load(task)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -232,15 +166,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return results
     # The data needs no model: a missing file, a bad line or a k the classes cannot supply fails here, in
     # seconds, before the run folder exists and before any weights load.
-    if str(cfg.setting.name) == "multitask":
-        for spec in multitask.task_specs(cfg):
-            load_data(multitask.single_task_config(cfg), spec)
-        data = None
-    else:
-        data = load_data(cfg, the_plan.task)
-        if conf_files.task_default_setting(the_plan.task.name) == str(cfg.setting.name):
-            data.notes.append(f"setting={cfg.setting.name} is task {the_plan.task.name}'s own default "
-                              f"(conf/task/{the_plan.task.name}.yaml); choose another with setting=...")
+    data = the_plan.setting.load(the_plan.task)
     try:
         folder.path.mkdir(parents=True, exist_ok=True)
     except PermissionError:
@@ -265,7 +191,7 @@ def _read_results(folder: RunFolder) -> dict[str, Any]:
                         f"readable; move it away (not deleted: it is the only copy) to run again") from None
 
 
-def _run_locked(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Data | None) -> dict[str, Any]:
+def _run_locked(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Any) -> dict[str, Any]:
     if folder.finished:  # another process may have finished it between our first look and the lock
         results = _read_results(folder)
         print_summary(results, folder.path, skipped=True)
@@ -325,7 +251,7 @@ def _quiet_hub_bars(enabled: bool) -> None:
         pass
 
 
-def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Data | None) -> dict[str, Any]:
+def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Any) -> dict[str, Any]:
     checkpoint = Checkpoint(folder.path)
     phases = progress.Phases()
     if checkpoint.exists():
@@ -347,45 +273,30 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Data | No
             the_plan.model, device=str(cfg.compute.device), bf16=flag("compute.bf16", cfg.compute.bf16),
             max_tokens_per_forward=cfg.compute.max_tokens_per_forward,
         )
-    mixture = None
     with phases.phase("data"):
-        if str(cfg.setting.name) == "multitask":
-            mixture = multitask.prepare(cfg, backbone, the_plan.prompt_len, load_data, the_plan.placeholders)
-            task, train, dev = mixture.task, mixture.train, mixture.dev
-            data = Data(train=[], dev=[], test=[], notes=mixture.notes, sources=mixture.sources)
-            test = None
-        else:
-            task = the_plan.task
-            if str(cfg.setting.name) == "full_data" and the_plan.method_cls.access == "black_box":
-                data.train = full_data.black_box_sample(cfg.setting, data.train, int(cfg.seed))
-            backbone.set_verbalizer(task.verbalizer)
-            if the_plan.plain_input:
-                train, dev, test = (encode_plain(split, task, backbone, the_plan.prompt_len)
-                                    for split in (data.train, data.dev, data.test))
-            else:
-                train, dev, test = (encode_split(split, task, backbone, the_plan.prompt_len, the_plan.placeholders)
-                                    for split in (data.train, data.dev, data.test))
-            truncated = {name: split.truncated for name, split in (("train", train), ("dev", dev), ("test", test))}
-            if any(truncated.values()):
-                data.notes.append("inputs cut to task.max_length (text only, never the prompt or template): "
-                                  + ", ".join(f"{n} {name}" for name, n in truncated.items() if n))
-        log.info("%d train / %d dev / %s test examples", len(train), len(dev), "-" if test is None else len(test))
-        for note in data.notes:
+        prepared = the_plan.setting.prepare(the_plan.task, data, backbone, the_plan.encoding)
+        task, train, dev = prepared.task, prepared.train, prepared.dev
+        log.info("%d train / %d dev / %d test examples", len(train), len(dev), prepared.n_test)
+        for note in prepared.notes:
             log.warning("data: %s", note)
     eval_batch = int(cfg.compute.eval_batch_size)
 
-    def split_score(split, name: str):
-        def score(scorer) -> dict[str, float]:
+    def in_eval_mode(score):
+        def scored(scorer) -> dict[str, float]:
             was_training = backbone.model.training
             backbone.model.eval()
             try:
-                return score_split(scorer, split, task.metric, eval_batch, desc=name)
+                return score(scorer)
             finally:
                 backbone.model.train(was_training)
 
-        return score
+        return scored
 
-    dev_score = split_score(dev, "dev")
+    dev_score = in_eval_mode(lambda scorer: score_split(scorer, dev, task.metric, eval_batch, desc="dev"))
+    test_score = in_eval_mode(lambda scorer: predictions.scores(
+        {name: predictions.of_split(scorer, split, metric, eval_batch, classes,
+                                    desc="test" if len(prepared.tests) == 1 else f"test {name}")
+         for name, (split, metric, classes) in prepared.tests.items()}))
 
     tracker = Tracker(
         folder.path, OmegaConf.to_container(cfg.logger, resolve=True), config,
@@ -398,19 +309,16 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Data | No
     tracker.use_inputs([Path(str(method_cfg[key])) for key in ("init", "source")
                         if method_cfg.get(key) and str(method_cfg[key]).endswith(".safetensors")
                         and Path(str(method_cfg[key])).is_file()])
-    if str(cfg.setting.name) == "full_data" and the_plan.method_cls.access == "gradient":
-        method_cfg = full_data.schedule(cfg.setting, method_cfg, len(train))
+    method_cfg = the_plan.setting.method_config(method_cfg, the_plan.method_cls.access == "gradient", len(train))
     ctx = FitContext(
         task=task, train=train, dev=dev, method=method_cfg,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), seed=int(cfg.seed), tracker=tracker,
         checkpoint=checkpoint, dev_score=dev_score, primary_metric=task.selection_metric,
         run_dir=folder.path,
-        test_score=(split_score(test, "test") if mixture is None else (lambda scorer: multitask.score_tests(scorer, mixture, eval_batch)))
-        if cfg.run.get("track_test") else None,
+        test_score=test_score if cfg.run.get("track_test") else None,
         cache_dir=Path(str(cfg.run.root)) / "cache", mirror_root=loading.mirror_root(cfg.data.mirror),
-        eval_batch_size=eval_batch, train_examples=list(data.train) if mixture is None else None,
-        n_tasks=0 if mixture is None else len(mixture.tests), task_tokens=multitask.task_tokens(cfg),
-        patience=cfg.setting.get("patience"),
+        eval_batch_size=eval_batch, train_examples=prepared.train_examples,
+        n_tasks=prepared.n_tasks, task_tokens=prepared.task_tokens, patience=the_plan.setting.patience,
     )
     if the_plan.method_cls.access == "black_box":
         ctx.blackbox = BlackBoxAPI(backbone, train, budget=int(method_cfg["budget"]))
@@ -422,10 +330,9 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Data | No
 
     scorer = solution.scorer(backbone)
     test_scores, dev_scores = predictions.score_and_save(
-        folder.path, scorer, {task.name: (test, task.metric, None)} if mixture is None else multitask.test_splits(mixture),
+        folder.path, scorer, prepared.tests,
         (task.name, dev, task.metric), eval_batch, backbone.model, phase=phases.phase)
-    if mixture is not None:
-        dev_scores["average"] = dev_scores["accuracy"]  # the combined dev set's accuracy, what selection used
+    dev_scores.update({alias: dev_scores[key] for alias, key in prepared.dev_aliases.items()})
     prompt_file = None
     if solution.prompt is not None or solution.tensors:
         tensors = dict(solution.tensors)
@@ -437,23 +344,22 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Data | No
              "model_location": the_plan.model.location, "family": the_plan.model.family,
              "hidden_size": backbone.hidden_size, "seed": int(cfg.seed), "template": task.template_for(backbone.family),
              "verbalizer": list(task.verbalizer), "task_style": task.style,
-             "prompt_mode": "insert" if the_plan.placeholders is None else "add",
-             **({} if the_plan.placeholders is None else {"placeholder_ids": the_plan.placeholders.ids(
-                 backbone.tokenizer, the_plan.model.name), "placeholder_separator": the_plan.placeholders.separator}),
+             "prompt_mode": "insert" if the_plan.encoding.placeholders is None else "add",
+             **({} if the_plan.encoding.placeholders is None else {"placeholder_ids": the_plan.encoding.placeholders.ids(
+                 backbone.tokenizer, the_plan.model.name), "placeholder_separator": the_plan.encoding.placeholders.separator}),
              **solution.meta},
         )
     results = {
         "task": task.name, "method": str(cfg.method.name), "model": the_plan.model.name,
         "setting": str(cfg.setting.name), "seed": int(cfg.seed),
-        "metric": metrics.primary(task.metric) if mixture is None else "average",
+        "metric": prepared.metric,
         "test": test_scores, "dev": dev_scores,
         "budget_used": solution.budget_used,
         "budget_unit": "api_calls" if the_plan.method_cls.access == "black_box" else "steps",
         "budget": method_cfg.get("budget"),
         "n_train": len(train), "n_dev": len(dev),
-        "n_test": len(test) if mixture is None else sum(len(split) for _, split, _ in mixture.tests.values()),
-        **({} if mixture is None else {"tasks": mixture.counts}),
-        "data_notes": data.notes, "data_sources": data.sources,
+        "n_test": prepared.n_test, **prepared.facts,
+        "data_notes": prepared.notes, "data_sources": prepared.sources,
         "wall_time_s": round(checkpoint.wall_time_s(), 2),
         "phase_seconds": phases.seconds,
         "peak_memory_mb": round(_peak_memory_mb(backbone.device), 1),

@@ -278,14 +278,16 @@ SMALL_CLIP = ["method=clip_tuning", "method.budget=45", "method.n_networks=2", "
 @pytest.fixture
 def short_test_split(monkeypatch):
     """The first 32 test examples, so whole runs stay fast (the method never sees the test split)."""
-    original = experiment.load_data
+    from prompt_bench.settings.base import Setting
 
-    def load(cfg, task):
-        data = original(cfg, task)
+    original = Setting.load
+
+    def load(self, task):
+        data = original(self, task)
         data.test = data.test[:32]
         return data
 
-    monkeypatch.setattr(experiment, "load_data", load)
+    monkeypatch.setattr(Setting, "load", load)
 
 
 def test_clip_tuning_runs_end_to_end_billing_n_calls_per_candidate_and_resumes_exactly(mirror, tmp_path,

@@ -9,7 +9,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from prompt_bench import experiment, full_data
+from prompt_bench import experiment
+from prompt_bench.settings import full_data
 from prompt_bench.conf_files import CONF_DIR
 from prompt_bench.tracking import read_metrics
 

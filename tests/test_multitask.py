@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from prompt_bench import experiment, multitask
+from prompt_bench import experiment
+from prompt_bench.settings import multitask
 from prompt_bench.errors import ConfigError
 from prompt_bench.tasks.spec import TaskSpec
 

@@ -11,15 +11,14 @@ task t proportional to n_t^(1/T), as in multilingual / T5 mixing).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
-
 from omegaconf import DictConfig, OmegaConf
 
-from prompt_bench import conf_files, predictions
+from prompt_bench import conf_files
 from prompt_bench.batching import EncodedSplit, encode_split
 from prompt_bench.errors import ConfigError
 from prompt_bench.models.backbone import Backbone
+from prompt_bench.settings.base import Data, Encoding, Prepared, Setting
+from prompt_bench.settings.few_shot import FewShot
 from prompt_bench.tasks.spec import TaskSpec
 
 MIXING = ("proportional", "uniform", "temperature")
@@ -83,17 +82,6 @@ def repeats(sizes: list[int], mixing: str, temperature: float) -> list[int]:
     return [max(1, round(total * s / sum(shares) / n)) for s, n in zip(shares, sizes)]
 
 
-@dataclass
-class MultitaskData:
-    task: TaskSpec  # the union task the method sees
-    train: EncodedSplit
-    dev: EncodedSplit
-    tests: dict[str, tuple[TaskSpec, EncodedSplit, list[int]]] = field(default_factory=dict)  # name -> (task, split, union index)
-    notes: list[str] = field(default_factory=list)
-    sources: dict[str, str] = field(default_factory=dict)
-    counts: dict[str, Any] = field(default_factory=dict)
-
-
 def _combine(parts: list[tuple[EncodedSplit, list[int], int]], n_union: int) -> EncodedSplit:
     """Concatenate per-task splits, labels moved into the union, each row allowed only its task's classes
     and tagged with its task's index."""
@@ -119,40 +107,51 @@ def single_task_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.merge(cfg, {"setting": {"name": "few_shot", "k": int(cfg.setting.k)}})
 
 
-def prepare(cfg: DictConfig, backbone: Backbone, prompt_len: int, load_data, placeholders=None) -> MultitaskData:
-    """Few-shot train/dev of every task (by `load_data(cfg, task)`, the single-task protocol), combined."""
-    specs = task_specs(cfg)
-    union, index = union_task(specs)
-    backbone.set_verbalizer(union.verbalizer)
-    per_task = []
-    out = MultitaskData(task=union, train=None, dev=None)  # type: ignore[arg-type]
-    single = single_task_config(cfg)
-    prompt_len += task_tokens(cfg)
-    for number, (spec, to_union) in enumerate(zip(specs, index)):
-        data = load_data(single, spec)
-        train = encode_split(data.train, spec, backbone, prompt_len, placeholders)
-        dev = encode_split(data.dev, spec, backbone, prompt_len, placeholders)
-        test = encode_split(data.test, spec, backbone, prompt_len, placeholders)
-        test.tasks = [number] * len(test)
-        per_task.append((spec, to_union, train, dev))
-        out.tests[spec.name] = (spec, test, to_union)
-        out.notes += [f"{spec.name}: {n}" for n in data.notes]
-        out.sources.update({f"{spec.name}/{k}": v for k, v in data.sources.items()})
-    times = repeats([len(t) for _, _, t, _ in per_task], str(cfg.setting.mixing), float(cfg.setting.get("temperature", 1.0)))
-    out.train = _combine([(train, to_union, r) for (_, to_union, train, _), r in zip(per_task, times)], len(union.labels))
-    out.dev = _combine([(dev, to_union, 1) for (_, to_union, _, dev) in per_task], len(union.labels))
-    out.counts = {spec.name: {"train": len(train), "repeats": r, "dev": len(dev)}
+class Multitask(Setting):
+    name = "multitask"
+
+    def check(self, task, model, method_cfg, method_cls):
+        for spec in task_specs(self.cfg):
+            spec.template_for(model.family)
+        if task_tokens(self.cfg) and not method_cls.task_specific_prompts:
+            raise ConfigError(
+                f"setting.prompt=shared+task needs a method that trains task-specific prompts (prompt_tuning); "
+                f"method={self.cfg.method.name} trains one shared prompt: use setting.prompt=shared"
+            )
+
+    def check_plain_input(self, task):
+        raise ConfigError("setting=multitask mixes templated tasks; a plain-input head (method.head=reference) "
+                          "needs a single task")
+
+    def load(self, task) -> list[tuple[TaskSpec, Data]]:
+        """Every task's few-shot train/dev/test, sampled as a single-task few-shot run with the mixture's k."""
+        single = FewShot(single_task_config(self.cfg))
+        return [(spec, single.load(spec)) for spec in task_specs(self.cfg)]
+
+    def prepare(self, task, data: list[tuple[TaskSpec, Data]], backbone: Backbone, encoding: Encoding) -> Prepared:
+        """The tasks' splits combined into one union task; each task's test split scored on its own classes."""
+        specs = [spec for spec, _ in data]
+        union, index = union_task(specs)
+        backbone.set_verbalizer(union.verbalizer)
+        extra_tokens = task_tokens(self.cfg)
+        prompt_len = encoding.prompt_len + extra_tokens
+        per_task, tests, notes, sources = [], {}, [], {}
+        for number, ((spec, split_data), to_union) in enumerate(zip(data, index)):
+            train, dev, test = (encode_split(examples, spec, backbone, prompt_len, encoding.placeholders)
+                                for examples in (split_data.train, split_data.dev, split_data.test))
+            test.tasks = [number] * len(test)
+            per_task.append((spec, to_union, train, dev))
+            tests[spec.name] = (test, spec.metric, to_union)
+            notes += [f"{spec.name}: {n}" for n in split_data.notes]
+            sources.update({f"{spec.name}/{k}": v for k, v in split_data.sources.items()})
+        times = repeats([len(t) for _, _, t, _ in per_task], str(self.options.mixing),
+                        float(self.options.get("temperature", 1.0)))
+        n_union = len(union.labels)
+        train = _combine([(train, to_union, r) for (_, to_union, train, _), r in zip(per_task, times)], n_union)
+        dev = _combine([(dev, to_union, 1) for (_, to_union, _, dev) in per_task], n_union)
+        counts = {spec.name: {"train": len(train), "repeats": r, "dev": len(dev)}
                   for (spec, _, train, dev), r in zip(per_task, times)}
-    return out
-
-
-def test_splits(data: MultitaskData) -> dict[str, tuple[EncodedSplit, str, list[int]]]:
-    """Each task's test split, metric and union classes (only its own words compete), for predictions.of_split."""
-    return {name: (split, spec.metric, to_union) for name, (spec, split, to_union) in data.tests.items()}
-
-
-def score_tests(scorer, data: MultitaskData, batch_size: int) -> dict[str, float]:
-    """Every task's own metrics (its classes only, labels back in its own index), and `average`: the mean of
-    the tasks' headline metrics."""
-    return predictions.scores({name: predictions.of_split(scorer, split, metric, batch_size, classes, desc=f"test {name}")
-                               for name, (split, metric, classes) in test_splits(data).items()})
+        return Prepared(task=union, train=train, dev=dev, tests=tests, notes=notes, sources=sources,
+                        n_tasks=len(specs), task_tokens=extra_tokens, metric="average",
+                        # the combined dev set's accuracy is what selection used
+                        dev_aliases={"average": "accuracy"}, facts={"tasks": counts})

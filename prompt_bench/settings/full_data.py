@@ -15,6 +15,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from prompt_bench.errors import ConfigError
+from prompt_bench.settings.base import Setting
+from prompt_bench.tasks import sampling
 
 _POSITIVE_OR_NULL = ("epochs", "eval_every", "patience", "black_box_train")
 
@@ -45,3 +47,26 @@ def black_box_sample(setting: DictConfig, examples: list, seed: int) -> list:
         return list(examples)
     keep = sorted(random.Random(seed).sample(range(len(examples)), int(size)))
     return [examples[i] for i in keep]
+
+
+class FullData(Setting):
+    """The official train split minus a held-out dev slice; test is the official validation split."""
+
+    name = "full_data"
+
+    def check_options(self) -> None:
+        check(self.options)
+
+    def split(self, task, pool, root):
+        train, dev = sampling.full_data(pool, self.seed, float(self.options.dev_fraction), int(self.options.max_dev))
+        return train, dev, None
+
+    def train_examples(self, data, encoding):
+        return black_box_sample(self.options, data.train, self.seed) if encoding.black_box else data.train
+
+    def method_config(self, method_cfg, gradient, n_train):
+        return schedule(self.options, method_cfg, n_train) if gradient else method_cfg
+
+    @property
+    def patience(self):
+        return self.options.get("patience")
