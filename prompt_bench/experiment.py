@@ -263,8 +263,8 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Any) -> d
     from prompt_bench.cli import config_hash
 
     log.info("command: %s", " ".join(["prompt-bench", *sys.argv[1:]]) if sys.argv else "?")
-    log.info("config hash %s; %s=%s task=%s model=%s seed=%s setting=%s", config_hash(_root_=cfg), "method",
-             cfg.method.name, the_plan.task.name, the_plan.model.name, cfg.seed, cfg.setting.name)
+    log.info("config hash %s; %s=%s task=%s model=%s seed=%s setting=%s scale=%s", config_hash(_root_=cfg), "method",
+             cfg.method.name, the_plan.task.name, the_plan.model.name, cfg.seed, cfg.setting.name, cfg.scale)
     config = OmegaConf.to_container(cfg, resolve=True)
     (folder.path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
@@ -356,7 +356,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Any) -> d
         "test": test_scores, "dev": dev_scores,
         "budget_used": solution.budget_used,
         "budget_unit": "api_calls" if the_plan.method_cls.access == "black_box" else "steps",
-        "budget": method_cfg.get("budget"),
+        "budget": method_cfg.get("budget"), "scale": str(cfg.scale),
         "n_train": len(train), "n_dev": len(dev),
         "n_test": prepared.n_test, **prepared.facts,
         "data_notes": prepared.notes, "data_sources": prepared.sources,

@@ -18,6 +18,8 @@ def print_summary(results: dict[str, Any], run_dir: Path, skipped: bool = False)
     budget_text = f"{budget} {results.get('budget_unit', '')}".strip()
     if results.get("budget"):
         budget_text += f" of {results['budget']}"
+    if results.get("scale"):  # which sizes ran: the paper's, or the CPU demo's a packaged model chooses
+        budget_text += f" (scale={results['scale']})"
     rows = [
         ("task", f"{results['task']} ({results['setting']}, seed {results['seed']}, "
                  f"{results['n_train']} train / {results['n_dev']} dev / {results['n_test']} test)"),

@@ -112,9 +112,9 @@ def bbt_overhead(backbone, task, train, dev, popsize: int, prompt_len: int, gene
     with tempfile.TemporaryDirectory() as tmp:
         ctx = FitContext(
             task=task, train=train, dev=dev,
-            method={"intrinsic_dim": 500, "n_prompt_tokens": prompt_len, "budget": budget, "loss": "ce", "alpha": 1.0,
+            method={"intrinsic_dim": 500, "n_prompt_tokens": prompt_len, "budget": budget, "loss": "ce", "alpha": 1.0, "sigma": 1.0,
                     "eval_every": budget, "checkpoint_every": 1},
-            optimizer={"name": "cma", "popsize": popsize, "sigma": 1.0}, seed=42, tracker=_NullTracker(),
+            optimizer={"name": "cma", "popsize": popsize}, seed=42, tracker=_NullTracker(),
             checkpoint=Checkpoint(Path(tmp)), primary_metric="accuracy",
             dev_score=lambda scorer: score_split(scorer, dev, task.metric, 64),
         )

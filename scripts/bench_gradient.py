@@ -81,7 +81,7 @@ def mini_batch(train, batch_size: int):
 
 
 def _step_fn(scorer, params, labels):
-    optimizer = torch_optim.build({"name": "adamw", "lr": LR, "weight_decay": 0.0}, params)
+    optimizer = torch_optim.build({"name": "adamw"}, params, lr=LR, weight_decay=0.0)
 
     def step() -> None:
         loss = F.cross_entropy(scorer().float(), labels)

@@ -137,8 +137,8 @@ def _drive(search, generations):
 
 @pytest.mark.parametrize("per_layer", [1, 2])
 def test_layers_are_searched_in_turn_with_the_others_held_at_their_best(per_layer):
-    cfg = {"name": "cma", "popsize": 5, "sigma": 1.0}
-    search = LayerwiseSearch(cfg, n_layers=3, dim=4, budget=120, seed=0, generations_per_layer=per_layer)
+    cfg = {"name": "cma", "popsize": 5}
+    search = LayerwiseSearch(cfg, n_layers=3, dim=4, budget=120, seed=0, sigma=1.0, generations_per_layer=per_layer)
     asked, told = _drive(search, 6 * per_layer)
     assert search.layers == [layer for _ in range(2) for layer in range(3) for _ in range(per_layer)]
     for layer, z, incumbent in asked:
@@ -148,7 +148,7 @@ def test_layers_are_searched_in_turn_with_the_others_held_at_their_best(per_laye
     for layer in range(3):  # a layer's incumbent is its lowest-loss candidate so far
         mine = [(min(l), z[int(np.argmin(l)), layer]) for (lay, z, _), l in zip(asked, told) if lay == layer]
         assert np.array_equal(search.incumbent[layer], min(mine, key=lambda t: t[0])[1])
-    replayed = LayerwiseSearch(cfg, n_layers=3, dim=4, budget=120, seed=0, generations_per_layer=per_layer)
+    replayed = LayerwiseSearch(cfg, n_layers=3, dim=4, budget=120, seed=0, sigma=1.0, generations_per_layer=per_layer)
     for losses in told:
         replayed.ask(len(losses))
         replayed.tell(losses)

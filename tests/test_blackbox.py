@@ -68,7 +68,7 @@ def test_hinge_and_cross_entropy_losses_rank_a_correct_prompt_first():
 
 
 def _run_search(seed, losses_fn, generations=4):
-    search = make_search({"name": "cma", "popsize": 6, "sigma": 1.0}, dim=8, budget=100, seed=seed)
+    search = make_search({"name": "cma", "popsize": 6}, dim=8, budget=100, seed=seed, sigma=1.0)
     asked, told = [], []
     for _ in range(generations):
         z = search.ask()
@@ -91,7 +91,7 @@ def test_the_search_is_deterministic_for_a_seed_and_differs_across_seeds():
 def test_replaying_told_losses_recreates_the_search_state_exactly():
     sphere = lambda z: (z**2).sum(1).tolist()
     original, _, told = _run_search(5, sphere)
-    replayed = make_search({"name": "cma", "popsize": 6, "sigma": 1.0}, dim=8, budget=100, seed=5)
+    replayed = make_search({"name": "cma", "popsize": 6}, dim=8, budget=100, seed=5, sigma=1.0)
     for losses in told:
         replayed.ask(len(losses))
         replayed.tell(losses)
@@ -105,16 +105,16 @@ def test_cma_lowers_a_simple_loss():
 
 @pytest.mark.parametrize("name", ["cma", "diag_cma", "de", "pso", "oneplusone", "ngopt", "random_search"])
 def test_every_derivative_free_optimizer_asks_a_generation_and_replays_exactly(name):
-    cfg = {"name": name, "popsize": 6, "sigma": 1.0}
+    cfg = {"name": name, "popsize": 6}
     shifted = lambda z: ((z - 1.0) ** 2).sum(1).tolist()
-    search = make_search(cfg, dim=8, budget=200, seed=3)
+    search = make_search(cfg, dim=8, budget=200, seed=3, sigma=1.0)
     told = []
     for _ in range(10):
         z = search.ask()
         assert z.shape == (6, 8)
         told.append(shifted(z))
         search.tell(told[-1])
-    replayed = make_search(cfg, dim=8, budget=200, seed=3)
+    replayed = make_search(cfg, dim=8, budget=200, seed=3, sigma=1.0)
     for losses in told:
         replayed.ask(len(losses))
         replayed.tell(losses)
@@ -127,4 +127,4 @@ def test_an_unknown_optimizer_name_lists_the_known_ones():
     from prompt_bench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="random_search"):
-        make_search({"name": "hill_climb"}, dim=2, budget=10, seed=0)
+        make_search({"name": "hill_climb"}, dim=2, budget=10, seed=0, sigma=1.0)

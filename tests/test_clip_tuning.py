@@ -295,8 +295,8 @@ def test_clip_tuning_runs_end_to_end_billing_n_calls_per_candidate_and_resumes_e
     from prompt_bench.methods import bbt
 
     budgets = []
-    monkeypatch.setattr(bbt, "make_search", lambda cfg, dim, budget, seed: budgets.append(budget)
-                        or make_search(cfg, dim, budget, seed))
+    monkeypatch.setattr(bbt, "make_search", lambda cfg, dim, budget, seed, sigma: budgets.append(budget)
+                        or make_search(cfg, dim, budget, seed, sigma))
     cfg = make(mirror, *SMALL_CLIP)
     reference = experiment.run(cfg, tmp_path / "reference")
     assert budgets == [22]  # the optimizer is told its budget in candidates (NGOpt sizes itself by it), not calls

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from prompt_bench.cli import CONF_DIR, config_hash  # noqa: F401 - registers the pb_hash resolver
 from prompt_bench.errors import ConfigError, DataError, ModelError
@@ -34,7 +36,7 @@ def test_bbt_paper_defaults_are_one_override_away_from_the_cpu_demo():
     demo = make("method=bbt")
     paper = make("method=bbt", "model=roberta_large")
     assert (paper.method.intrinsic_dim, paper.method.n_prompt_tokens, paper.method.budget) == (500, 50, 8000)
-    assert (paper.optimizer.popsize, paper.optimizer.sigma) == (20, 1.0)
+    assert (paper.optimizer.popsize, paper.method.sigma) == (20, 1.0)
     assert demo.method.budget < 8000
     assert make("method=bbt", "method.budget=8000").method.budget == 8000
 
@@ -96,3 +98,39 @@ def test_k_larger_than_a_class_has_names_the_task_and_the_fix(mirror):
 def test_full_data_knobs_must_be_positive_or_null():
     with pytest.raises(ConfigError, match="setting.patience=0 must be at least 1"):
         plan(make("method=prompt_tuning", "setting=full_data", "setting.patience=0"))
+
+
+# -- every effective value visible, no group rewriting another's keys ----------------------------------------------
+def _top_keys(path: Path) -> set[str]:
+    return set(OmegaConf.load(path).keys()) - {"defaults"}
+
+
+def test_a_method_file_sets_only_method_keys_and_the_scale_files_only_sizes():
+    """A method may choose its optimizer (in its defaults list) but never rewrites the optimizer's keys, so
+    `optimizer=adafactor` runs Adafactor as conf/optimizer/adafactor.yaml says, at the method's `method.lr`."""
+    conf = Path(CONF_DIR)
+    for path in sorted((conf / "method").glob("*.yaml")) + sorted((conf / "scale_method").glob("*.yaml")):
+        assert _top_keys(path) <= {"method"}, path.name
+    for path in sorted((conf / "optimizer").glob("*.yaml")):
+        assert not {"lr", "weight_decay", "sigma"} & _top_keys(path), f"{path.name}: the rates are the method's"
+
+
+def test_the_learning_rate_is_the_methods_whichever_optimizer_runs():
+    for optimizer in ("adamw", "adafactor"):
+        cfg = make("method=prompt_tuning", f"optimizer={optimizer}")
+        assert (cfg.optimizer.name, cfg.method.lr) == (optimizer, 0.01)
+        assert "lr" not in cfg.optimizer
+    assert make("method=fine_tuning").method.lr == 1e-5
+
+
+def test_cpu_demo_sizes_follow_the_scale_the_model_file_chooses_not_the_model_choice_name():
+    demo = make("method=bbt")  # the packaged MiniLM chooses scale=cpu_demo in conf/model/minilm.yaml
+    assert (demo.scale, demo.method.budget, demo.method.n_prompt_tokens) == ("cpu_demo", 1000, 10)
+    # the same MiniLM loaded as a local folder is a model like any other: paper sizes, and the config says so
+    local = make("method=bbt", "model=local", "model.path=/some/minilm")
+    assert (local.scale, local.method.budget, local.method.n_prompt_tokens) == ("paper", 8000, 50)
+    # either way is one word
+    assert make("method=bbt", "model=local", "model.path=/some/minilm", "scale=cpu_demo").method.budget == 1000
+    assert make("method=bbt", "scale=paper").method.budget == 8000
+    # methods without demo sizes run their paper sizes at either scale
+    assert make("method=prompt_tuning").method.n_prompt_tokens == make("method=prompt_tuning", "scale=paper").method.n_prompt_tokens

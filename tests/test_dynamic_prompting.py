@@ -184,7 +184,7 @@ def test_dpts_representation_selector_is_linear_then_tanh_then_softmax():
 
 DPT_RECIPE = ["method.dp.pool_selector=linear_tanh", "method.init=uniform", "method.model_dropout=true",
               "method.temperature.every=4", "task.style=dpt", "optimizer=adafactor", "optimizer.implementation=transformers",
-              "optimizer.lr=0.3", "optimizer.weight_decay=0", "optimizer.schedule=constant_with_warmup",
+              "method.lr=0.3", "method.weight_decay=0", "optimizer.schedule=constant_with_warmup",
               "optimizer.warmup_steps=2", "optimizer.max_grad_norm=1.0"]
 
 

@@ -148,7 +148,7 @@ def test_dp_superglue_trains_each_method_with_its_reference_recipe():
         for method in ("prompt_tuning", "dynamic_prompting"):  # DPT's soft-prompt recipe
             cfg = job(method)
             o = cfg.optimizer
-            assert (o.name, o.implementation, o.lr, o.scale_parameter, o.relative_step) == (
+            assert (o.name, o.implementation, cfg.method.lr, o.scale_parameter, o.relative_step) == (
                 "adafactor", "transformers", 0.3, False, False)
             assert (o.schedule, o.warmup_steps, o.max_grad_norm, cfg.method.model_dropout) == (
                 "constant_with_warmup", 500, 1.0, True)
@@ -158,7 +158,7 @@ def test_dp_superglue_trains_each_method_with_its_reference_recipe():
         ptv2 = job("p_tuning_v2")  # THUDM/P-tuning-v2's head, dropout and Trainer recipe
         assert (ptv2.method.head, ptv2.method.dropout, ptv2.method.model_dropout, ptv2.method.prefix_init_std) == (
             "reference", 0.1, True, 0.02)
-        assert (ptv2.optimizer.name, ptv2.optimizer.lr, ptv2.optimizer.schedule, ptv2.optimizer.warmup_steps,
+        assert (ptv2.optimizer.name, ptv2.method.lr, ptv2.optimizer.schedule, ptv2.optimizer.warmup_steps,
                 ptv2.optimizer.max_grad_norm) == ("adamw", 0.01, "linear", 0, 1.0)
         # DPT's templates and lowercase words; CB and MultiRC select on accuracy, as DPT's evaluate() scores them
         for task, words, select in (("cb", ["yes", "no", "maybe"], "accuracy"), ("superglue_rte", ["yes", "no"], None),
@@ -182,7 +182,7 @@ def test_a_command_line_sweep_replaces_the_presets_and_keeps_the_rest():
         for job in (jobs[0], jobs[-1]):
             run = compose(config_name="config", overrides=job)
             # the per-method recipe still applies, and a command-line value still wins over it
-            assert (run.optimizer.name, run.optimizer.lr, run.optimizer.warmup_steps, run.method.max_steps) == (
+            assert (run.optimizer.name, run.method.lr, run.optimizer.warmup_steps, run.method.max_steps) == (
                 "adafactor", 0.3, 10, 80000)
 
 
@@ -191,16 +191,16 @@ def test_bbt_paper_trains_its_p_tuning_v2_row_as_the_p_tuning_v2_code_does():
         ptv2 = compose(config_name="config", overrides=["method=p_tuning_v2", "task=rte", "experiment=bbt_paper"])
         assert (ptv2.method.head, ptv2.method.dropout, ptv2.optimizer.schedule, ptv2.optimizer.max_grad_norm) == (
             "reference", 0.1, "linear", 1.0)
-        assert plan(ptv2).plain_input
+        assert plan(ptv2).encoding.plain_input
         pt = compose(config_name="config", overrides=["method=prompt_tuning", "task=rte", "experiment=bbt_paper"])
         assert (pt.optimizer.schedule, pt.optimizer.max_grad_norm, pt.method.model_dropout) == ("constant", None, False)
 
 
 def test_recycling_grid_trains_source_prompts_where_recycle_grid_py_looks_for_them():
     cfg = make("experiment=recycling_grid")
-    assert (cfg.method.name, cfg.optimizer.name, cfg.optimizer.lr) == ("prompt_tuning", "adafactor", 0.3)
+    assert (cfg.method.name, cfg.optimizer.name, cfg.method.lr) == ("prompt_tuning", "adafactor", 0.3)
     # T5X's Adafactor as the prompt-tuning gin configs set it: fixed step size, no parameter scaling, decay 1e-5
-    assert (cfg.optimizer.implementation, cfg.optimizer.scale_parameter, cfg.optimizer.weight_decay) == (
+    assert (cfg.optimizer.implementation, cfg.optimizer.scale_parameter, cfg.method.weight_decay) == (
         "transformers", False, 1e-5)
     assert (cfg.setting.name, cfg.method.max_steps) == ("full_data", 20000)
     # the reference's SST-2 text-to-text input and rank classification of the label names
@@ -238,6 +238,6 @@ def test_bbtv2_paper_runs_the_authors_published_bbtv2_command():
     with initialize_config_dir(config_dir=CONF_DIR, version_base=None):
         job = compose(config_name="config", overrides=["method=bbtv2", "task=ag_news", "experiment=bbtv2_paper"])
     # README "Using BBTv2": --sigma 0.2 --alpha 0.2 --popsize 20 --bound 0 --budget 8000 --loss_type ce
-    assert (job.optimizer.sigma, job.method.alpha, job.optimizer.popsize, job.optimizer.bound) == (0.2, 0.2, 20, None)
+    assert (job.method.sigma, job.method.alpha, job.optimizer.popsize, job.optimizer.bound) == (0.2, 0.2, 20, None)
     assert (job.method.budget, job.method.loss, job.model.name) == (8000, "ce", "roberta_large")
     assert choices(preset_jobs("bbtv2_paper"), "method") == ["bbt", "bbtv2"]

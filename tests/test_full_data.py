@@ -43,7 +43,7 @@ def test_a_gradient_method_trains_for_the_asked_epochs(mirror, tmp_path):
 
 def test_training_stops_after_patience_evaluations_without_a_better_dev_score(mirror, tmp_path):
     # lr 0: dev can never improve on the first evaluation
-    results = experiment.run(make(mirror, *FULL_CB, *PT, "optimizer.lr=0", "method.max_steps=50",
+    results = experiment.run(make(mirror, *FULL_CB, *PT, "method.lr=0", "method.max_steps=50",
                                   "setting.eval_every=1", "setting.patience=2"), tmp_path / "run")
     assert results["budget_used"] == 2 and results["method_info"]["stopped_early"] is True
 

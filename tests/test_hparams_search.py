@@ -46,7 +46,7 @@ def test_an_optuna_search_on_the_cpu_returns_the_best_trial_by_its_dev_score(mir
                f"run.root={tmp_path}", f"hydra.sweep.dir={sweep}")
     assert done.returncode == 0, done.stderr
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    assert set(best["best_params"]) == {"optimizer.sigma", "method.intrinsic_dim"}
+    assert set(best["best_params"]) == {"method.sigma", "method.intrinsic_dim"}
     trials = [json.loads(p.read_text()) for p in sweep.rglob("results.json")]
     assert len(trials) == 3
     assert best["best_value"] == pytest.approx(max(t["dev"][t["metric"]] for t in trials))

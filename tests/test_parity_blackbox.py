@@ -165,7 +165,7 @@ def test_cma_asks_the_candidates_of_a_plain_pycma_loop_with_bbt_options():
     d, popsize, sigma, seed, budget = 30, 20, 1.0, 42, 200
     es = cma.CMAEvolutionStrategy(d * [0], sigma, inopts={"seed": seed, "popsize": popsize,
                                                          "maxiter": budget // popsize, "verbose": -1})  # bbt.py:710-718
-    ours = make_search({"name": "cma", "popsize": popsize, "sigma": sigma, "bound": None}, d, budget, seed)
+    ours = make_search({"name": "cma", "popsize": popsize, "bound": None}, d, budget, seed, sigma)
     loss = lambda X: [float(((np.asarray(x) - 0.5) ** 2).sum()) for x in X]
     for _ in range(budget // popsize):
         X = es.ask()
@@ -181,7 +181,7 @@ def test_bbtv2_layer_searches_share_one_stream_as_deepbbt_does():
     np.random.seed(seed)  # deepbbt.py:708-710: every layer's CMA-ES seeds numpy's global stream with the run's seed
     es_list = [cma.CMAEvolutionStrategy(d * [0], 1.0, inopts={"seed": seed, "popsize": popsize, "verbose": -1})
                for _ in range(layers)]
-    ours = LayerwiseSearch({"name": "cma", "popsize": popsize, "sigma": 1.0}, layers, d, budget=400, seed=seed)
+    ours = LayerwiseSearch({"name": "cma", "popsize": popsize}, layers, d, budget=400, seed=seed, sigma=1.0)
     loss = lambda X: [float((np.asarray(x) ** 2).sum()) for x in X]
     for _ in range(2):  # deepbbt.py:714-718: rounds over the layers, one generation each
         for layer, es in enumerate(es_list):
@@ -194,7 +194,7 @@ def test_bbtv2_layer_searches_share_one_stream_as_deepbbt_does():
 
 def test_injecting_a_point_every_generation_keeps_every_cma_update():
     """GDFO's refined point joins a generation through pycma's inject: 60 generations, 60 updates."""
-    search = make_search({"name": "cma", "popsize": 20, "sigma": 1.0}, dim=50, budget=1200, seed=0)
+    search = make_search({"name": "cma", "popsize": 20}, dim=50, budget=1200, seed=0, sigma=1.0)
     rng = np.random.RandomState(0)
     for _ in range(60):
         search.inject(rng.randn(50) * 0.1)

@@ -40,8 +40,8 @@ def our_step(backbone, split, tmp_path):
     scores = iter([0.0, 1.0])
     ctx = FitContext(task=TASK, train=split, dev=split,
                      method={"n_prompt_tokens": N_TOKENS, "init": "vocab", "max_steps": 1, "batch_size": len(split),
-                             "eval_every": 1},
-                     optimizer={"name": "adamw", "kind": "gradient", "lr": LR, "weight_decay": 0.0}, seed=SEED,
+                             "eval_every": 1, "lr": LR, "weight_decay": 0.0},
+                     optimizer={"name": "adamw", "kind": "gradient"}, seed=SEED,
                      tracker=Quiet(), checkpoint=Checkpoint(tmp_path), dev_score=lambda scorer: {"accuracy": next(scores)},
                      primary_metric="accuracy", backbone=backbone)
     stepped = PromptTuning().fit(ctx).prompt

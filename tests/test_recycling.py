@@ -252,4 +252,4 @@ def test_a_source_whose_model_cannot_be_found_is_refused_and_method_source_model
         experiment.plan(make(mirror, "method=recycling", f"method.source={moved}", "method.source_model=nowhere"))
     planned = experiment.plan(make(mirror, "method=recycling", f"method.source={moved}",
                                    f"method.source_model={tiny_models['masked_lm']}"))
-    assert planned.prompt_len == 4
+    assert planned.encoding.prompt_len == 4

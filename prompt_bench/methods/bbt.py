@@ -78,11 +78,12 @@ class BBT(Method):
         cfg, api = ctx.method, ctx.blackbox
         dim, n_tokens = int(cfg["intrinsic_dim"]), int(cfg["n_prompt_tokens"])
         project = RandomProjection(
-            dim, n_tokens, api.hidden_size, api.embedding_std, sigma=float(ctx.optimizer.get("sigma", 1.0)),
+            dim, n_tokens, api.hidden_size, api.embedding_std, sigma=float(cfg["sigma"]),
             alpha=float(cfg["alpha"]), seed=ctx.seed, device=api.device,
         )
         # the optimizer's budget is in candidates (NGOpt picks its algorithm by it), not API calls
-        search = make_search(ctx.optimizer, dim, budget=api.budget // self._calls_per_candidate(ctx), seed=ctx.seed)
+        search = make_search(ctx.optimizer, dim, budget=api.budget // self._calls_per_candidate(ctx), seed=ctx.seed,
+                             sigma=float(cfg["sigma"]))
         state = run_search(ctx, self._resume(ctx, search, lambda z: (project(z), {}), api))
         best_z = torch.from_numpy(state.best_z)
         return Solution(

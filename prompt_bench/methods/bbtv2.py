@@ -48,15 +48,17 @@ class LayerwiseSearch:
     normal stream, as deepbbt.py:708-717's CMA-ES instances do from numpy's global stream; nevergrad
     optimizers get one independent seed per layer."""
 
-    def __init__(self, optimizer_cfg, n_layers: int, dim: int, budget: int, seed: int, generations_per_layer: int = 1):
+    def __init__(self, optimizer_cfg, n_layers: int, dim: int, budget: int, seed: int, sigma: float,
+                 generations_per_layer: int = 1):
         self.n_layers, self.layer_dim, self.dim = n_layers, dim, n_layers * dim
         self.generations_per_layer = generations_per_layer
         per_layer = max(1, math.ceil(budget / n_layers))
         if str(optimizer_cfg["name"]) in PYCMA:
             stream = np.random.RandomState(seed)
-            self.searches = [make_search(optimizer_cfg, dim, per_layer, seed, stream) for _ in range(n_layers)]
+            self.searches = [make_search(optimizer_cfg, dim, per_layer, seed, sigma, stream) for _ in range(n_layers)]
         else:
-            self.searches = [make_search(optimizer_cfg, dim, per_layer, layer_seed(seed, l)) for l in range(n_layers)]
+            self.searches = [make_search(optimizer_cfg, dim, per_layer, layer_seed(seed, l), sigma)
+                             for l in range(n_layers)]
         self.popsize = self.searches[0].popsize
         self.incumbent = np.zeros((n_layers, dim))
         self.incumbent_loss = np.full(n_layers, np.inf)
@@ -147,7 +149,7 @@ class BBTv2(Method):
         dim, n_tokens, n_layers = int(cfg["intrinsic_dim"]), int(cfg["n_prompt_tokens"]), api.num_layers
         stds = [api.embedding_std, *api.layer_hidden_std()[1:]]
         projections = [
-            RandomProjection(dim, n_tokens, api.hidden_size, std, sigma=float(ctx.optimizer.get("sigma", 1.0)),
+            RandomProjection(dim, n_tokens, api.hidden_size, std, sigma=float(cfg["sigma"]),
                              alpha=float(cfg["alpha"]), seed=layer_seed(ctx.seed, layer), device=api.device)
             for layer, std in enumerate(stds)
         ]
@@ -159,7 +161,7 @@ class BBTv2(Method):
             deep = torch.stack([torch.zeros_like(prompts), *(projections[l](z[:, l]) for l in range(1, n_layers))], dim=1)
             return prompts, {"deep": deep}
 
-        search = LayerwiseSearch(ctx.optimizer, n_layers, dim, budget=api.budget, seed=ctx.seed,
+        search = LayerwiseSearch(ctx.optimizer, n_layers, dim, budget=api.budget, seed=ctx.seed, sigma=float(cfg["sigma"]),
                                  generations_per_layer=int(cfg.get("generations_per_layer", 1)))
         state = run_search(ctx, _LayerwiseState.resume(ctx, search, encode, api))
         best_z = torch.from_numpy(state.best_z)

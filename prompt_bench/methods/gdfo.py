@@ -215,7 +215,7 @@ class GDFO(BBT):
         if ctx.train_examples is None:
             raise ConfigError("GDFO needs the train examples as text to encode them for its student")
         dim, n_tokens = int(cfg["intrinsic_dim"]), int(cfg["n_prompt_tokens"])
-        sigma = float(ctx.optimizer.get("sigma", 1.0))
+        sigma = float(ctx.method["sigma"])
         teacher_projection = RandomProjection(dim, n_tokens, api.hidden_size, api.embedding_std, sigma=sigma,
                                               alpha=float(cfg["alpha"]), seed=ctx.seed, device=api.device)
         torch.manual_seed(ctx.seed)
@@ -223,7 +223,7 @@ class GDFO(BBT):
         if g.get("student_depth"):
             student_backbone.keep_bottom_layers(int(g["student_depth"]))
         student = Student(student_backbone, ctx, g, n_tokens, sigma)
-        search = _Harmonized(make_search(ctx.optimizer, dim, budget=api.budget, seed=ctx.seed), student, g)
+        search = _Harmonized(make_search(ctx.optimizer, dim, budget=api.budget, seed=ctx.seed, sigma=sigma), student, g)
 
         state = run_search(ctx, _GDFOState.resume(ctx, search, lambda z: (teacher_projection(z), {}), api))
         best_z = torch.from_numpy(state.best_z)

@@ -37,15 +37,16 @@ OPTIMIZERS = (*PYCMA, *NEVERGRAD)
 warnings.filterwarnings("ignore", message="The number of solutions passed to `tell` should.*")
 
 
-def make_search(cfg: Mapping[str, Any], dim: int, budget: int, seed: int,
+def make_search(cfg: Mapping[str, Any], dim: int, budget: int, seed: int, sigma: float,
                 stream: np.random.RandomState | None = None) -> "CMASearch | AskTellSearch":
-    """The search `optimizer=<name>` asks for. `stream`: the normal-sample source a pycma search draws
-    from (several searches may share one, as deepbbt.py's per-layer CMA-ES share numpy's global stream)."""
+    """The search `optimizer=<name>` asks for, starting at z = 0 with step size `sigma` (the method's
+    `method.sigma`: it also scales the method's projection). `stream`: the normal-sample source a pycma search
+    draws from (several searches may share one, as deepbbt.py's per-layer CMA-ES share numpy's global stream)."""
     name = str(cfg["name"])
     if name in PYCMA:
-        return CMASearch(cfg, dim, budget, seed, stream)
+        return CMASearch(cfg, dim, budget, seed, sigma, stream)
     if name in NEVERGRAD:
-        return AskTellSearch(cfg, dim, budget, seed)
+        return AskTellSearch(cfg, dim, budget, seed, sigma)
     raise ConfigError(f"unknown derivative-free optimizer '{name}': use one of {', '.join(OPTIMIZERS)}")
 
 
@@ -54,17 +55,17 @@ class CMASearch:
     `randn` (pycma's own `seed` option would reseed numpy's global stream); its draws are the ones
     `np.random.seed(seed)` gives the reference's global stream, so the candidates are the same."""
 
-    def __init__(self, cfg: Mapping[str, Any], dim: int, budget: int, seed: int,
+    def __init__(self, cfg: Mapping[str, Any], dim: int, budget: int, seed: int, sigma: float,
                  stream: np.random.RandomState | None = None):
         self.dim = dim
-        self.popsize = int(cfg.get("popsize", 20))
+        self.popsize = int(cfg["popsize"])
         self.stream = stream if stream is not None else np.random.RandomState(seed)
         options = {"seed": np.nan, "randn": self.stream.randn, "popsize": self.popsize,
                    "maxiter": max(1, budget // self.popsize), "verbose": -9, **PYCMA[str(cfg["name"])]}
         bound = cfg.get("bound")
         if bound:
             options["bounds"] = [-float(bound), float(bound)]
-        self.es = cma.CMAEvolutionStrategy(dim * [0.0], float(cfg.get("sigma", 1.0)), inopts=options)
+        self.es = cma.CMAEvolutionStrategy(dim * [0.0], float(sigma), inopts=options)
         self._pending: list[np.ndarray] = []
         self._injected: np.ndarray | None = None
 
@@ -108,10 +109,9 @@ class CMASearch:
 class AskTellSearch:
     """A nevergrad optimizer behind the same ask/tell interface."""
 
-    def __init__(self, cfg: Mapping[str, Any], dim: int, budget: int, seed: int):
+    def __init__(self, cfg: Mapping[str, Any], dim: int, budget: int, seed: int, sigma: float):
         self.dim = dim
-        self.popsize = int(cfg.get("popsize", 20))
-        sigma = float(cfg.get("sigma", 1.0))
+        self.popsize = int(cfg["popsize"])
         parametrization = ng.p.Array(init=np.zeros(dim)).set_mutation(sigma=sigma)
         bound = cfg.get("bound")
         if bound:

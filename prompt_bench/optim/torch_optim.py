@@ -41,8 +41,10 @@ def check(cfg: Mapping[str, Any]) -> None:
         raise ConfigError(f"optimizer.implementation={cfg.get('implementation')} is not one of {', '.join(ADAFACTORS)}")
 
 
-def build(cfg: Mapping[str, Any], params: list[torch.Tensor]) -> torch.optim.Optimizer:
-    name, lr, wd = str(cfg["name"]), float(cfg["lr"]), float(cfg.get("weight_decay", 0.0))
+def build(cfg: Mapping[str, Any], params: list[torch.Tensor], lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """The optimizer `cfg` names over `params`, at the method's learning rate and weight decay (conf/optimizer/
+    describes the algorithm; the rates are the method's own hyperparameters, in conf/method/)."""
+    name, lr, wd = str(cfg["name"]), float(lr), float(weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
     if name == "adafactor":

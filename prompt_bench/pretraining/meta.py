@@ -49,7 +49,7 @@ def meta_train(backbone: Backbone, split: EncodedSplit, tasks: list[np.ndarray],
     steps, per_batch, batch_size = int(cfg["meta_steps"]), int(cfg["tasks_per_batch"]), int(cfg["batch_size"])
     inner_lr, inner_steps, seed = float(cfg["inner_lr"]), int(cfg["inner_steps"]), int(cfg["seed"])
     prompt = prompt.detach().clone().float().to(backbone.device).requires_grad_(True)
-    outer = torch_optim.build({"name": "adamw", "lr": float(cfg["outer_lr"]), "weight_decay": 0.0}, [prompt])
+    outer = torch_optim.build({"name": "adamw"}, [prompt], lr=float(cfg["outer_lr"]), weight_decay=0.0)
     start = 0
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
