@@ -29,7 +29,9 @@ from prompt_bench.checkpoint import Checkpoint
 from prompt_bench.config_values import flag
 from prompt_bench.errors import ConfigError, DataError, RunBusy
 from prompt_bench.evaluation import score_split
-from prompt_bench.methods.base import FitContext, Method, Solution
+from prompt_bench.methods.base import (
+    BlackBoxContext, Evaluation, FitContext, Method, RunFiles, Solution, WhiteBoxContext,
+)
 from prompt_bench.methods.blackbox import BlackBoxAPI
 from prompt_bench.models import build_backbone
 from prompt_bench.models.loading import ModelSpec
@@ -198,7 +200,7 @@ def _run_locked(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Any) -
         return results
     aside = folder.set_aside() if folder.started and cfg.run.restart else None
     shown = flag("run.progress", cfg.run.progress)
-    progress.configure(shown, float(cfg.run.get("progress_every_s", 30)))
+    progress.configure(shown, float(cfg.run.progress_every_s))
     _quiet_hub_bars(shown)
     with diary(folder.path / "run.log"):
         if aside is not None:
@@ -310,20 +312,22 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Any) -> d
                         if method_cfg.get(key) and str(method_cfg[key]).endswith(".safetensors")
                         and Path(str(method_cfg[key])).is_file()])
     method_cfg = the_plan.setting.method_config(method_cfg, the_plan.method_cls.access == "gradient", len(train))
-    ctx = FitContext(
+    common = dict(
         task=task, train=train, dev=dev, method=method_cfg,
         optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True), seed=int(cfg.seed), tracker=tracker,
-        checkpoint=checkpoint, dev_score=dev_score, primary_metric=task.selection_metric,
-        run_dir=folder.path,
-        test_score=test_score if cfg.run.get("track_test") else None,
-        cache_dir=Path(str(cfg.run.root)) / "cache", mirror_root=loading.mirror_root(cfg.data.mirror),
-        eval_batch_size=eval_batch, train_examples=prepared.train_examples,
-        n_tasks=prepared.n_tasks, task_tokens=prepared.task_tokens, patience=the_plan.setting.patience,
+        checkpoint=checkpoint,
+        evaluation=Evaluation(dev=dev_score, metric=task.selection_metric, batch_size=eval_batch,
+                              test=test_score if cfg.run.track_test else None),
+        files=RunFiles(run_dir=folder.path, cache_dir=Path(str(cfg.run.root)) / "cache",
+                       mirror_root=loading.mirror_root(cfg.data.mirror)),
     )
     if the_plan.method_cls.access == "black_box":
-        ctx.blackbox = BlackBoxAPI(backbone, train, budget=int(method_cfg["budget"]))
+        # a black-box method never holds the model: only the billed API
+        ctx: FitContext = BlackBoxContext(**common, blackbox=BlackBoxAPI(backbone, train, budget=int(method_cfg["budget"])),
+                                          train_examples=prepared.train_examples)
     else:
-        ctx.backbone = backbone
+        ctx = WhiteBoxContext(**common, backbone=backbone, patience=the_plan.setting.patience,
+                              n_tasks=prepared.n_tasks, task_tokens=prepared.task_tokens)
     with phases.phase("train", f"method={cfg.method.name}, {the_plan.method_cls.access.replace('_', '-')} access"):
         solution: Solution = the_plan.method_cls().fit(ctx)
     _log_selection(solution)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from prompt_bench.batching import encode_split  # noqa: E402
 from prompt_bench.checkpoint import Checkpoint  # noqa: E402
 from prompt_bench.evaluation import score_split  # noqa: E402
-from prompt_bench.methods.base import FitContext  # noqa: E402
+from prompt_bench.methods.base import BlackBoxContext, Evaluation  # noqa: E402
 from prompt_bench.methods.bbt import BBT  # noqa: E402
 from prompt_bench.methods.blackbox import BlackBoxAPI  # noqa: E402
 from prompt_bench.models import ModelSpec, build_backbone  # noqa: E402
@@ -110,15 +110,15 @@ def bbt_overhead(backbone, task, train, dev, popsize: int, prompt_len: int, gene
 
     budget = popsize * generations
     with tempfile.TemporaryDirectory() as tmp:
-        ctx = FitContext(
+        ctx = BlackBoxContext(
             task=task, train=train, dev=dev,
-            method={"intrinsic_dim": 500, "n_prompt_tokens": prompt_len, "budget": budget, "loss": "ce", "alpha": 1.0, "sigma": 1.0,
-                    "eval_every": budget, "checkpoint_every": 1},
+            method={"intrinsic_dim": 500, "n_prompt_tokens": prompt_len, "budget": budget, "loss": "ce", "alpha": 1.0,
+                    "sigma": 1.0, "hinge_margin": 2.0, "eval_every": budget, "checkpoint_every": 1},
             optimizer={"name": "cma", "popsize": popsize}, seed=42, tracker=_NullTracker(),
-            checkpoint=Checkpoint(Path(tmp)), primary_metric="accuracy",
-            dev_score=lambda scorer: score_split(scorer, dev, task.metric, 64),
+            checkpoint=Checkpoint(Path(tmp)),
+            evaluation=Evaluation(dev=lambda scorer: score_split(scorer, dev, task.metric, 64), metric="accuracy"),
+            blackbox=BlackBoxAPI(backbone, train, budget=budget),
         )
-        ctx.blackbox = BlackBoxAPI(backbone, train, budget=budget)
         backbone._class_scores = capture
         try:
             start = time.perf_counter()

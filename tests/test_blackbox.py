@@ -10,7 +10,7 @@ import torch
 
 from prompt_bench.batching import encode_split
 from prompt_bench.errors import BudgetExhausted
-from prompt_bench.methods.bbt import prompt_loss
+from prompt_bench.methods.search_loop import prompt_loss
 from prompt_bench.methods.blackbox import BlackBoxAPI
 from prompt_bench.optim.dfo import make_search
 from prompt_bench.prompts.projection import RandomProjection

@@ -16,7 +16,7 @@ from prompt_bench.batching import encode_split
 from prompt_bench.cli import CONF_DIR
 from prompt_bench.errors import BudgetExhausted, ConfigError
 from prompt_bench.experiment import plan
-from prompt_bench.methods.bbt import prompt_loss
+from prompt_bench.methods.search_loop import prompt_loss
 from prompt_bench.methods.blackbox import BlackBoxAPI
 from prompt_bench.methods.clip_tuning import ClipTuningSolution, mixed_loss
 from prompt_bench.models import ModelSpec, build_backbone

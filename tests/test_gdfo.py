@@ -78,7 +78,7 @@ def test_without_dfo_each_generation_is_the_gradient_refined_prompt_alone(mirror
 
 
 def test_distillation_brings_the_student_towards_the_teachers_answers(tiny_models):
-    from prompt_bench.methods.base import FitContext
+    from prompt_bench.methods.base import BlackBoxContext
     from prompt_bench.models import ModelSpec, build_backbone
     from prompt_bench.tasks.spec import Example
 
@@ -86,8 +86,8 @@ def test_distillation_brings_the_student_towards_the_teachers_answers(tiny_model
 
     student = build_backbone(ModelSpec.from_config({"name": "s", "family": "causal_lm", "path": str(tiny_models["causal_lm"])}), device="cpu")
     examples = [Example({"sentence": s}, i % 2) for i, s in enumerate(["good film", "bad film", "fine", "awful"])]
-    ctx = FitContext(task=TASK, train=None, dev=None, method={"intrinsic_dim": 8, "alpha": 1.0}, optimizer={}, seed=0,
-                     tracker=None, checkpoint=None, dev_score=None, primary_metric="accuracy", train_examples=examples)
+    ctx = BlackBoxContext(task=TASK, train=None, dev=None, method={"intrinsic_dim": 8, "alpha": 1.0}, optimizer={}, seed=0,
+                          tracker=None, checkpoint=None, evaluation=None, train_examples=examples)
     cfg = {"student_layers": 2, "distill": True, "distill_steps": 1, "distill_prompts": 4, "distill_lr": 1e-2,
            "temperature": 1.0, "seed": 0, "gd_lr": 0.1, "gd_steps": 5}
     s = gdfo.Student(student, ctx, cfg, n_tokens=2, sigma=1.0)

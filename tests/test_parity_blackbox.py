@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from prompt_bench.batching import encode_split
-from prompt_bench.methods.bbt import eval_hits, prompt_loss
+from prompt_bench.methods.search_loop import eval_hits, prompt_loss
 from prompt_bench.methods.bbtv2 import LayerwiseSearch
 from prompt_bench.methods.blackbox import BlackBoxAPI
 from prompt_bench.models import ModelSpec, build_backbone

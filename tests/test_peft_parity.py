@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from prompt_bench.batching import encode_split
 from prompt_bench.checkpoint import Checkpoint
-from prompt_bench.methods.base import FitContext
+from prompt_bench.methods.base import Evaluation, WhiteBoxContext
 from prompt_bench.methods.prompt_tuning import PromptTuning
 from prompt_bench.prompts.soft import initial_prompt
 from prompt_bench.tasks.spec import Example
@@ -38,12 +38,13 @@ def our_step(backbone, split, tmp_path):
     F.cross_entropy(backbone.label_logits(batch, prompt[None])[0].float(), batch.labels).backward()
     # the step itself through the method: the dev score rises after it, so the stepped prompt is the one kept
     scores = iter([0.0, 1.0])
-    ctx = FitContext(task=TASK, train=split, dev=split,
-                     method={"n_prompt_tokens": N_TOKENS, "init": "vocab", "max_steps": 1, "batch_size": len(split),
-                             "eval_every": 1, "lr": LR, "weight_decay": 0.0},
-                     optimizer={"name": "adamw", "kind": "gradient"}, seed=SEED,
-                     tracker=Quiet(), checkpoint=Checkpoint(tmp_path), dev_score=lambda scorer: {"accuracy": next(scores)},
-                     primary_metric="accuracy", backbone=backbone)
+    ctx = WhiteBoxContext(task=TASK, train=split, dev=split,
+                          method={"n_prompt_tokens": N_TOKENS, "init": "vocab", "max_steps": 1, "batch_size": len(split),
+                                  "eval_every": 1, "lr": LR, "weight_decay": 0.0},
+                          optimizer={"name": "adamw", "kind": "gradient"}, seed=SEED, tracker=Quiet(),
+                          checkpoint=Checkpoint(tmp_path),
+                          evaluation=Evaluation(dev=lambda scorer: {"accuracy": next(scores)}, metric="accuracy"),
+                          backbone=backbone)
     stepped = PromptTuning().fit(ctx).prompt
     return init, prompt.grad, stepped
 

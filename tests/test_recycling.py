@@ -15,7 +15,7 @@ from prompt_bench.artifacts import load_tensors
 from prompt_bench.batching import EncodedSplit
 from prompt_bench.cli import CONF_DIR
 from prompt_bench.errors import ConfigError, ModelError
-from prompt_bench.methods.base import FitContext
+from prompt_bench.methods.base import Evaluation, RunFiles, WhiteBoxContext
 from prompt_bench.methods.recycling import Recycling
 from prompt_bench.models import ModelSpec, build_backbone
 from prompt_bench.recycling import RECYCLERS, make_recycler, recycle, shared_words, whole_words, word_list
@@ -209,11 +209,11 @@ def test_no_task_data_touches_the_transformation(mirror, recycled_run, source_pr
     from omegaconf import OmegaConf
 
     backbone = build_backbone(ModelSpec.from_config(OmegaConf.to_container(cfg.model, resolve=True)), device="cpu")
-    ctx = FitContext(task=Forbidden("task"), train=Forbidden("train split"), dev=Forbidden("dev split"),
-                     method=OmegaConf.to_container(cfg.method, resolve=True), optimizer={}, seed=123,
-                     tracker=Forbidden("tracker"), checkpoint=Forbidden("checkpoint"), dev_score=Forbidden("dev scorer"),
-                     primary_metric="accuracy", test_score=Forbidden("test scorer"), mirror_root=Forbidden("mirror"),
-                     backbone=backbone)
+    ctx = WhiteBoxContext(task=Forbidden("task"), train=Forbidden("train split"), dev=Forbidden("dev split"),
+                          method=OmegaConf.to_container(cfg.method, resolve=True), optimizer={}, seed=123,
+                          tracker=Forbidden("tracker"), checkpoint=Forbidden("checkpoint"),
+                          evaluation=Evaluation(dev=Forbidden("dev scorer"), metric="accuracy", test=Forbidden("test scorer")),
+                          files=RunFiles(mirror_root=Forbidden("mirror")), backbone=backbone)
     solution = Recycling().fit(ctx)
     saved, _ = load_tensors(recycled_run[0] / "prompt.safetensors")
     torch.testing.assert_close(solution.prompt, saved["prompt"], rtol=0, atol=0)

@@ -14,7 +14,7 @@ from prompt_bench import experiment
 from prompt_bench.batching import EncodedSplit
 from prompt_bench.checkpoint import Checkpoint
 from prompt_bench.errors import ConfigError
-from prompt_bench.methods.base import FitContext
+from prompt_bench.methods.base import Evaluation, WhiteBoxContext
 from prompt_bench.methods.training import train
 from prompt_bench.tracking import read_metrics
 
@@ -43,10 +43,10 @@ def fit(tmp_path, optimizer: dict, steps: int = 8, w0=(0.3, -0.2, 0.1)):
                          device=torch.device("cpu"))
     w = torch.tensor(w0, requires_grad=True)
     recorder = Recorder({"w": w})
-    ctx = FitContext(task=None, train=split, dev=split,
-                     method={"lr": optimizer["lr"], "weight_decay": optimizer["weight_decay"]}, optimizer=optimizer, seed=0, tracker=recorder,
-                     checkpoint=Checkpoint(tmp_path), dev_score=lambda scorer: {"accuracy": 0.0},
-                     primary_metric="accuracy")
+    ctx = WhiteBoxContext(task=None, train=split, dev=split,
+                          method={"lr": optimizer["lr"], "weight_decay": optimizer["weight_decay"]}, optimizer=optimizer,
+                          seed=0, tracker=recorder, checkpoint=Checkpoint(tmp_path),
+                          evaluation=Evaluation(dev=lambda scorer: {"accuracy": 0.0}, metric="accuracy"))
     train(ctx, {"w": w}, lambda batch: SCALE * w.expand(len(batch), -1), max_steps=steps, batch_size=n, eval_every=steps)
     return recorder
 

@@ -11,14 +11,38 @@ from torch import Tensor
 from prompt_bench.batching import EncodedSplit
 from prompt_bench.checkpoint import Checkpoint
 from prompt_bench.errors import PromptBenchError
+from prompt_bench.methods.blackbox import BlackBoxAPI
 from prompt_bench.models.backbone import Backbone, EncodedBatch
 from prompt_bench.prompts.placeholders import Placeholders
 from prompt_bench.tasks.spec import TaskSpec
 from prompt_bench.tracking import Tracker
 
 
+ScoreFn = Callable[[Callable[[EncodedBatch], Tensor]], dict[str, float]]  # a scorer -> a split's metrics
+
+
+@dataclass
+class Evaluation:
+    """How the run judges a prompt: dev metrics for selection, and (run.track_test, for curves only) test."""
+
+    dev: ScoreFn
+    metric: str  # the task's selection metric, a key of what `dev` returns
+    batch_size: int = 64
+    test: ScoreFn | None = None
+
+
+@dataclass
+class RunFiles:
+    run_dir: Path | None = None  # for methods that write more than a prompt (e.g. tuned weights)
+    cache_dir: Path | None = None  # shared between runs: artifacts that do not depend on the run (pre-trained prompts)
+    mirror_root: Path | None = None  # the local data mirror, for methods that read more data (pre-training corpora)
+
+
 @dataclass
 class FitContext:
+    """What every method gets. White-box and black-box methods get one of the two subclasses below, with only
+    the services their access level allows."""
+
     task: TaskSpec
     train: EncodedSplit
     dev: EncodedSplit
@@ -27,19 +51,27 @@ class FitContext:
     seed: int
     tracker: Tracker
     checkpoint: Checkpoint
-    dev_score: Callable[[Callable[[EncodedBatch], Tensor]], dict[str, float]]  # score fn -> dev metrics
-    primary_metric: str
-    test_score: Callable[[Callable[[EncodedBatch], Tensor]], dict[str, float]] | None = None  # run.track_test only
-    run_dir: Path | None = None  # for methods that write more than a prompt (e.g. tuned weights)
-    cache_dir: Path | None = None  # shared between runs: artifacts that do not depend on the run (pre-trained prompts)
-    mirror_root: Path | None = None  # the local data mirror, for methods that read more data (pre-training corpora)
-    eval_batch_size: int = 64
-    train_examples: list | None = None  # the few-shot train examples as text, for methods with a second model
+    evaluation: Evaluation
+    files: RunFiles = field(default_factory=RunFiles)
+
+
+@dataclass
+class WhiteBoxContext(FitContext):
+    """access "gradient" or "none": the model itself."""
+
+    backbone: Backbone | None = None
+    patience: int | None = None  # gradient training stops after this many dev evaluations without a new best
     n_tasks: int = 0  # setting=multitask: how many tasks the mixture holds (rows carry their task's index)
     task_tokens: int = 0  # setting.prompt=shared+task: each task's own soft tokens after the shared prompt
-    patience: int | None = None  # gradient training stops after this many dev evaluations without a new best
-    backbone: Backbone | None = None  # white-box methods only
-    blackbox: Any = None  # black-box methods only: a BlackBoxAPI
+
+
+@dataclass
+class BlackBoxContext(FitContext):
+    """access "black_box": only the billed API, and the train examples as text (for a method's own second
+    model, GDFO's student)."""
+
+    blackbox: BlackBoxAPI | None = None
+    train_examples: list | None = None
 
 
 @dataclass

@@ -24,11 +24,12 @@ import torch
 from torch import Tensor
 
 from prompt_bench.errors import ConfigError
-from prompt_bench.methods.base import FitContext, Method, Solution
-from prompt_bench.methods.bbt import BBT, _SearchState, run_search, selection_note
+from prompt_bench.methods.base import BlackBoxContext, Method, Solution
+from prompt_bench.methods.bbt import BBT
+from prompt_bench.methods.search_loop import Scoring, run_search, selection_note
 from prompt_bench.models.backbone import Backbone, EncodedBatch
 from prompt_bench.models.deep_prompts import DEEP_PROMPT, deep_prompt_hooks
-from prompt_bench.optim.dfo import PYCMA, make_search
+from prompt_bench.optim.dfo import PYCMA, Search, make_search
 from prompt_bench.prompts.projection import RandomProjection
 
 
@@ -37,7 +38,7 @@ def layer_seed(seed: int, layer: int) -> int:
     return seed if layer == 0 else int(np.random.SeedSequence([seed, layer]).generate_state(1)[0])
 
 
-class LayerwiseSearch:
+class LayerwiseSearch(Search):
     """One ask/tell search per layer behind CMASearch's interface, over the concatenation
     z = [z_0, ..., z_{n-1}] (dim n_layers * d). Generation g searches layer (g // generations_per_layer)
     % n_layers; its candidates vary that layer's z and hold every other layer at its incumbent (the
@@ -85,6 +86,20 @@ class LayerwiseSearch:
         self.layers.append(self.layer)
         self._pending = None
 
+    # the checkpoint also says which layer each generation searched, and a resumed run must search the same
+    def checkpoint_meta(self) -> dict:
+        return {"layers": list(self.layers)}
+
+    def begin_replay(self, meta: dict) -> None:
+        if len(meta["layers"]) != len(meta["losses"]):
+            raise RuntimeError("corrupt BBTv2 checkpoint: one layer per told generation expected")
+
+    def end_replay(self, meta: dict) -> None:
+        for generation, (saved, replayed) in enumerate(zip(meta["layers"], self.layers)):
+            if saved != replayed:
+                raise RuntimeError(f"BBTv2 checkpoint: generation {generation} searched layer {saved}, "
+                                   f"but this configuration's schedule searches layer {replayed}")
+
     def recommend(self) -> np.ndarray:
         """Every layer at its incumbent (deepbbt.py:719 holds each layer at its CMA-ES `result.xbest`)."""
         return self.incumbent.reshape(self.dim).copy()
@@ -94,23 +109,6 @@ class LayerwiseSearch:
         searched = set(self.layers)
         means = [self.searches[l].mean() if l in searched else self.incumbent[l] for l in range(self.n_layers)]
         return None if any(m is None for m in means) else np.stack(means).reshape(self.dim)
-
-
-class _LayerwiseState(_SearchState):
-    """BBT's bookkeeping; the checkpoint also says which layer each generation searched."""
-
-    def _replay(self, meta: dict) -> None:
-        if len(meta["layers"]) != len(meta["losses"]):
-            raise RuntimeError("corrupt BBTv2 checkpoint: one layer per told generation expected")
-        for generation, layer in zip(meta["losses"], meta["layers"]):
-            self.search.ask(len(generation))
-            if self.search.layer != layer:
-                raise RuntimeError(f"BBTv2 checkpoint: generation {len(self.search.layers)} searched layer {layer}, "
-                                   f"but this configuration's schedule searches layer {self.search.layer}")
-            self.search.tell(generation)
-
-    def _extra_meta(self) -> dict:
-        return {"layers": list(self.search.layers)}
 
 
 class DeepPromptSolution(Solution):
@@ -144,7 +142,7 @@ class BBTv2(Method):
         if int(cfg.get("generations_per_layer", 1)) <= 0:
             raise ConfigError(f"method.generations_per_layer must be positive, got {cfg['generations_per_layer']}")
 
-    def fit(self, ctx: FitContext) -> Solution:
+    def fit(self, ctx: BlackBoxContext) -> Solution:
         cfg, api = ctx.method, ctx.blackbox
         dim, n_tokens, n_layers = int(cfg["intrinsic_dim"]), int(cfg["n_prompt_tokens"]), api.num_layers
         stds = [api.embedding_std, *api.layer_hidden_std()[1:]]
@@ -163,7 +161,7 @@ class BBTv2(Method):
 
         search = LayerwiseSearch(ctx.optimizer, n_layers, dim, budget=api.budget, seed=ctx.seed, sigma=float(cfg["sigma"]),
                                  generations_per_layer=int(cfg.get("generations_per_layer", 1)))
-        state = run_search(ctx, _LayerwiseState.resume(ctx, search, encode, api))
+        state = run_search(ctx, search, encode, Scoring(ctx, api))
         best_z = torch.from_numpy(state.best_z)
         prompts, extra = encode(best_z[None])
         return DeepPromptSolution(

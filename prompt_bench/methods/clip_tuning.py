@@ -4,8 +4,8 @@ same model under N fixed, seeded dropout ("clipping") masks, the same units drop
 whole run, survivors scaled by 1 / (1 - p) (prompt_bench/models/thinning.py).
 
 Everything else is BBT's, reused rather than copied: projection, search, resume-by-replay of the told losses,
-dev selection and checkpoint (`BBT.fit` with `_ThinnedState`, a `_SearchState` that buys its losses from the
-thinned networks).
+dev selection and checkpoint (`BBT.fit` running methods/search_loop.py with `ThinnedScoring`, which buys each
+candidate's losses from the thinned networks).
 
 API calls: the thinned networks belong to the service (`BlackBoxAPI.query(..., thinned=spec)`), which bills a
 candidate scored on N thinned networks as N calls, since each thinned network is a full inference over the
@@ -26,8 +26,9 @@ import torch
 from torch import Tensor
 
 from prompt_bench.errors import ConfigError
-from prompt_bench.methods.base import FitContext, Solution
-from prompt_bench.methods.bbt import BBT, Encoder, _SearchState, prompt_loss
+from prompt_bench.methods.base import BlackBoxContext, Solution
+from prompt_bench.methods.bbt import BBT
+from prompt_bench.methods.search_loop import Scoring, prompt_loss
 from prompt_bench.models.backbone import Backbone, EncodedBatch
 from prompt_bench.models.thinning import ThinnedSpec, ensemble_logits, thinned_logits
 
@@ -48,25 +49,24 @@ def mixed_loss(logits: Tensor, labels: Tensor, kind: str, mixing: str, margin: f
     return prompt_loss(ensemble_logits(logits), labels, kind, margin)  # loss of the averaged probabilities
 
 
-class _ThinnedState(_SearchState):
-    """BBT's search state; each candidate is scored on the N thinned networks and costs N calls."""
+class ThinnedScoring(Scoring):
+    """Each candidate is scored on the N thinned networks and costs N calls."""
 
-    def __init__(self, ctx: FitContext, search, encode: Encoder, api):
-        super().__init__(ctx, search, encode, api)
+    def __init__(self, ctx: BlackBoxContext, api):
+        super().__init__(ctx, api)
         self.spec = thinned_spec(ctx.method, ctx.seed)
         self.mixing, self.inference = str(ctx.method["mixing"]), str(ctx.method["inference"])
         self.calls_per_candidate = api.price(1, self.spec)
 
-    def candidate_losses(self, prompts: Tensor, extra: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def train(self, prompts, extra, z, generation) -> tuple[Tensor, Tensor]:
         logits = self.api.query(prompts, thinned=self.spec, **extra)  # [N, P, B, C]
         labels = self.api.train_labels
-        losses = mixed_loss(logits, labels, str(self.ctx.method["loss"]), self.mixing,
-                            float(self.ctx.method.get("hinge_margin", 2.0)))
+        losses = mixed_loss(logits, labels, self.kind, self.mixing, self.margin)
         return losses, (ensemble_logits(logits).argmax(-1) == labels).float().mean(1)
 
-    def dev_logits(self, batch: EncodedBatch, prompt: Tensor, extra: dict[str, Tensor]) -> Tensor:
+    def dev(self, batch: EncodedBatch, prompt: Tensor, extra: dict[str, Tensor]) -> Tensor:
         if self.inference == "full":
-            return super().dev_logits(batch, prompt, extra)
+            return super().dev(batch, prompt, extra)
         return ensemble_logits(self.api.score(batch, prompt, thinned=self.spec, **extra))
 
 
@@ -106,13 +106,10 @@ class ClipTuning(BBT):
             raise ConfigError(f"method.budget={cfg['budget']} cannot score one candidate: each costs "
                               f"method.n_networks={spec.n_networks} API calls")
 
-    def _resume(self, ctx: FitContext, search, encode: Encoder, api) -> _SearchState:
-        return _ThinnedState.resume(ctx, search, encode, api)
+    def _scoring(self, ctx: BlackBoxContext, api) -> Scoring:
+        return ThinnedScoring(ctx, api)
 
-    def _calls_per_candidate(self, ctx: FitContext) -> int:
-        return ctx.blackbox.price(1, thinned_spec(ctx.method, ctx.seed))
-
-    def fit(self, ctx: FitContext) -> Solution:
+    def fit(self, ctx: BlackBoxContext) -> Solution:
         solution = super().fit(ctx)
         cfg, spec = ctx.method, thinned_spec(ctx.method, ctx.seed)
         per_candidate = ctx.blackbox.price(1, spec)

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from prompt_bench.errors import ConfigError
-from prompt_bench.methods.base import FitContext, Method, Solution
+from prompt_bench.methods.base import Method, Solution, WhiteBoxContext
 from prompt_bench.methods.training import train
 from prompt_bench.models.backbone import Backbone, EncodedBatch
 from prompt_bench.models.prefixes import PREFIX, PREFIX_MASK, enable_prefixes
@@ -122,7 +122,7 @@ class DynamicPrompting(Method):
     def prompt_length(cls, cfg) -> int:
         return int(cfg["n_prompt_tokens"]) if cfg["base"] == "shallow" else 0
 
-    def fit(self, ctx: FitContext) -> Solution:
+    def fit(self, ctx: WhiteBoxContext) -> Solution:
         cfg, backbone = ctx.method, ctx.backbone
         torch.manual_seed(ctx.seed)
         n_tokens, pool_size = int(cfg["n_prompt_tokens"]), int(cfg["pool_size"])

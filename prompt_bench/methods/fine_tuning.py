@@ -3,7 +3,7 @@
 import torch
 
 from prompt_bench.errors import ConfigError, PromptBenchError
-from prompt_bench.methods.base import FitContext, Method, Solution
+from prompt_bench.methods.base import Method, Solution, WhiteBoxContext
 from prompt_bench.methods.training import train
 
 
@@ -20,7 +20,7 @@ class FineTuning(Method):
     def restore(cls, tensors, meta, method_cfg) -> Solution:
         raise PromptBenchError("method=fine_tuning keeps no model weights in its run folder: nothing to score with")
 
-    def fit(self, ctx: FitContext) -> Solution:
+    def fit(self, ctx: WhiteBoxContext) -> Solution:
         backbone = ctx.backbone
         model = backbone.model
         params = {name: p for name, p in model.named_parameters()}
@@ -39,11 +39,11 @@ class FineTuning(Method):
                 p.copy_(best[name])
         model.requires_grad_(False)
         model.eval()
-        if ctx.method.get("save_model") and ctx.run_dir is not None:
+        if ctx.method.get("save_model") and ctx.files.run_dir is not None:
             # A loadable folder (model=local model.path=<run>/model), written as safetensors.
-            model.save_pretrained(ctx.run_dir / "model")
-            backbone.tokenizer.save_pretrained(ctx.run_dir / "model")
-            summary["model_dir"] = str(ctx.run_dir / "model")
+            model.save_pretrained(ctx.files.run_dir / "model")
+            backbone.tokenizer.save_pretrained(ctx.files.run_dir / "model")
+            summary["model_dir"] = str(ctx.files.run_dir / "model")
         return Solution(prompt=None, meta=summary, budget_used=summary["steps"])
 
 

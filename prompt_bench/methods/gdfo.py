@@ -32,11 +32,12 @@ from torch import Tensor
 from prompt_bench import conf_files
 from prompt_bench.batching import encode_split
 from prompt_bench.errors import ConfigError
-from prompt_bench.methods.base import FitContext, Solution
-from prompt_bench.methods.bbt import BBT, _SearchState, run_search, selection_note
+from prompt_bench.methods.base import BlackBoxContext, Solution
+from prompt_bench.methods.bbt import BBT
+from prompt_bench.methods.search_loop import Scoring, run_search, selection_note
 from prompt_bench.models import ModelSpec, build_backbone
 from prompt_bench.models.backbone import Backbone
-from prompt_bench.optim.dfo import make_search
+from prompt_bench.optim.dfo import Search, make_search
 from prompt_bench.prompts.projection import RandomProjection
 
 
@@ -55,7 +56,7 @@ def student_spec(cfg: dict[str, Any]) -> ModelSpec:
 class Student:
     """The white-box student: its prompt is A_s z; its top `layers` blocks learn from the teacher."""
 
-    def __init__(self, backbone: Backbone, ctx: FitContext, cfg: dict[str, Any], n_tokens: int, sigma: float):
+    def __init__(self, backbone: Backbone, ctx: BlackBoxContext, cfg: dict[str, Any], n_tokens: int, sigma: float):
         self.backbone, self.cfg = backbone, cfg
         backbone.set_verbalizer(ctx.task.verbalizer)
         self.train = encode_split(ctx.train_examples, ctx.task, backbone, n_tokens, GDFO.placeholders(ctx.method)).batch()
@@ -112,9 +113,10 @@ class Student:
         return z.detach().double().numpy(), loss.item()
 
 
-class _Harmonized:
+class _Harmonized(Search):
     """The search the BBT loop sees: before each generation the student's gradient-refined point is
-    injected into the DFO optimizer's generation (or, with dfo off, is the whole generation)."""
+    injected into the DFO optimizer's generation (or, with dfo off, is the whole generation). Its checkpoint
+    keeps every suggestion, so a resumed run replays them instead of descending again."""
 
     def __init__(self, search, student: Student, cfg: dict[str, Any]):
         self.search, self.student, self.cfg = search, student, cfg
@@ -156,40 +158,44 @@ class _Harmonized:
     def mean(self) -> np.ndarray | None:
         return self.search.mean() if self.cfg["dfo"] else None
 
+    def checkpoint_meta(self) -> dict:
+        return {"suggested": self.suggested}
 
-class _GDFOState(_SearchState):
-    """BBT's bookkeeping plus the distillation buffer: every teacher answer is kept (in the checkpoint too,
-    so a resumed run replays the search, the suggestions and the student's training exactly)."""
+    def begin_replay(self, meta: dict) -> None:
+        self.replaying = meta["suggested"]
 
-    def __init__(self, ctx, search, encode, api):
-        super().__init__(ctx, search, encode, api)
+    def end_replay(self, meta: dict) -> None:
+        self.suggested = list(meta["suggested"])
+        self.replaying = None
+
+
+class _DistillingScoring(Scoring):
+    """BBT's scoring, and every teacher answer goes to the student's distillation buffer (and into the
+    checkpoint, so a resumed run replays the student's training exactly)."""
+
+    def __init__(self, ctx, api, search: _Harmonized):
+        super().__init__(ctx, api)
+        self.search = search
         self.teacher_logits: list[list] = []
 
-    def candidate_losses(self, prompts: Tensor, extra: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def train(self, prompts, extra, z, generation) -> tuple[Tensor, Tensor]:
         logits = self.api.query(prompts, **extra)
         self.teacher_logits.append(logits.float().cpu().tolist())
-        distill_loss = self.search.student.distill(self.search.last_asked, logits, self.search.generation)
+        distill_loss = self.search.student.distill(z, logits, generation)
         record = {} if distill_loss is None else {"train/distill_kl": distill_loss}
         if self.search.last_student_loss is not None:
             record["train/student_loss"] = self.search.last_student_loss
         if record:
             self.ctx.tracker.log(record, step=self.api.calls)
-        losses = self.loss(logits)
-        return losses, (logits.argmax(-1) == self.api.train_labels).float().mean(1)
+        return self.loss(logits), (logits.argmax(-1) == self.api.train_labels).float().mean(1)
 
-    def _replay(self, meta: dict) -> None:
-        harmonized: _Harmonized = self.search
-        harmonized.replaying = meta["suggested"]
-        self.teacher_logits = meta["teacher_logits"]
-        for losses, logits in zip(meta["losses"], meta["teacher_logits"]):
-            z = harmonized.ask(len(losses))
-            harmonized.student.distill(z, torch.tensor(logits), harmonized.generation)
-            harmonized.tell(losses)
-        harmonized.suggested = list(meta["suggested"])
-        harmonized.replaying = None
+    def checkpoint_meta(self) -> dict:
+        return {"teacher_logits": self.teacher_logits}
 
-    def _extra_meta(self) -> dict:
-        return {"suggested": self.search.suggested, "teacher_logits": self.teacher_logits}
+    def replay(self, meta: dict, generation: int, z: np.ndarray) -> None:
+        logits = meta["teacher_logits"][generation]
+        self.teacher_logits.append(logits)
+        self.search.student.distill(z, torch.tensor(logits), generation)
 
 
 class GDFO(BBT):
@@ -210,7 +216,7 @@ class GDFO(BBT):
             raise ConfigError(f"method.gdfo.student_layers must be >= 0, got {g['student_layers']}")
         student_spec(g)
 
-    def fit(self, ctx: FitContext) -> Solution:
+    def fit(self, ctx: BlackBoxContext) -> Solution:
         cfg, api, g = ctx.method, ctx.blackbox, dict(ctx.method["gdfo"], seed=ctx.seed)
         if ctx.train_examples is None:
             raise ConfigError("GDFO needs the train examples as text to encode them for its student")
@@ -225,7 +231,7 @@ class GDFO(BBT):
         student = Student(student_backbone, ctx, g, n_tokens, sigma)
         search = _Harmonized(make_search(ctx.optimizer, dim, budget=api.budget, seed=ctx.seed, sigma=sigma), student, g)
 
-        state = run_search(ctx, _GDFOState.resume(ctx, search, lambda z: (teacher_projection(z), {}), api))
+        state = run_search(ctx, search, lambda z: (teacher_projection(z), {}), _DistillingScoring(ctx, api, search))
         best_z = torch.from_numpy(state.best_z)
         suggestions = sum(s is not None for s in search.suggested)
         return Solution(

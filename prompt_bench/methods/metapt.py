@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from prompt_bench.errors import ConfigError
-from prompt_bench.methods.base import FitContext, Solution
+from prompt_bench.methods.base import Solution, WhiteBoxContext
 from prompt_bench.methods.prompt_tuning import PromptTuning
 from prompt_bench.pretraining import clustering, corpus, meta
 from prompt_bench.pretraining.pipeline import pretrained_prompt
@@ -32,13 +32,13 @@ class MetaPT(PromptTuning):
             raise ConfigError("meta-learning needs auxiliary tasks: set method.pretrain.clustering=kmeans or lda "
                               "(clustering=none goes with algorithm=multitask, which is PPT)")
 
-    def fit(self, ctx: FitContext) -> Solution:
-        if ctx.cache_dir is None:
+    def fit(self, ctx: WhiteBoxContext) -> Solution:
+        if ctx.files.cache_dir is None:
             raise ConfigError("MetaPT needs a cache folder for its pre-trained prompt (run it through prompt-bench)")
         path, facts = pretrained_prompt(ctx.backbone, ctx.method["pretrain"], int(ctx.method["n_prompt_tokens"]),
-                                        ctx.cache_dir, ctx.mirror_root, ctx.eval_batch_size)
-        if ctx.run_dir is not None and facts.get("clusters_file") and Path(facts["clusters_file"]).is_file():
-            shutil.copyfile(facts["clusters_file"], ctx.run_dir / "clusters.json")  # what the auxiliary tasks were
+                                        ctx.files.cache_dir, ctx.files.mirror_root, ctx.evaluation.batch_size)
+        if ctx.files.run_dir is not None and facts.get("clusters_file") and Path(facts["clusters_file"]).is_file():
+            shutil.copyfile(facts["clusters_file"], ctx.files.run_dir / "clusters.json")  # what the auxiliary tasks were
         downstream = dataclasses.replace(ctx, method={**ctx.method, "init": str(path)})
         solution = super().fit(downstream)
         solution.meta = {**solution.meta, "pretrained_prompt": str(path),

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from prompt_bench.errors import ConfigError
-from prompt_bench.methods.base import FitContext, Method, Solution
+from prompt_bench.methods.base import Method, Solution, WhiteBoxContext
 from prompt_bench.methods.training import train
 from prompt_bench.models.backbone import Backbone
 from prompt_bench.models.pooler import pooler_weights
@@ -78,7 +78,7 @@ class PTuningV2(Method):
     def prompt_length(cls, cfg) -> int:
         return 0  # prefixes live in the attention keys, not in the token sequence, so need no positions
 
-    def fit(self, ctx: FitContext) -> Solution:
+    def fit(self, ctx: WhiteBoxContext) -> Solution:
         cfg, backbone = ctx.method, ctx.backbone
         torch.manual_seed(ctx.seed)
         shape = enable_prefixes(backbone)

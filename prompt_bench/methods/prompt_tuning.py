@@ -3,7 +3,7 @@
 import torch
 
 from prompt_bench.errors import ConfigError
-from prompt_bench.methods.base import FitContext, Method, Solution
+from prompt_bench.methods.base import Method, Solution, WhiteBoxContext
 from prompt_bench.methods.training import train
 from prompt_bench.prompts.soft import check_init, initial_prompt
 from prompt_bench.prompts.task_specific import task_prompt_logits
@@ -29,7 +29,7 @@ class PromptTuning(Method):
                 raise ConfigError(f"method.{key} must be positive, got {cfg[key]}")
         check_init(str(cfg["init"]), int(cfg["n_prompt_tokens"]))
 
-    def fit(self, ctx: FitContext) -> Solution:
+    def fit(self, ctx: WhiteBoxContext) -> Solution:
         cfg, backbone = ctx.method, ctx.backbone
         init = initial_prompt(str(cfg["init"]), int(cfg["n_prompt_tokens"]), backbone.word_embeddings.weight, ctx.seed)
         # The prompt stays fp32 even on a bf16 model (the backbone casts it per forward), so Adam's

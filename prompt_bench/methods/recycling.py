@@ -8,7 +8,7 @@ recycled prompt [L, d_target] is then evaluated (dev and test) and saved like an
 from __future__ import annotations
 
 from prompt_bench.errors import ConfigError, ModelError
-from prompt_bench.methods.base import FitContext, Method, Solution
+from prompt_bench.methods.base import Method, Solution, WhiteBoxContext
 from prompt_bench.recycling import RECYCLERS, load_embeddings, read_source, recycle, source_model_spec
 from prompt_bench.recycling.source import prompt_shape
 
@@ -37,7 +37,7 @@ class Recycling(Method):
     def prompt_length(cls, cfg) -> int:
         return prompt_shape(cfg["source"])[0]
 
-    def fit(self, ctx: FitContext) -> Solution:
+    def fit(self, ctx: WhiteBoxContext) -> Solution:
         cfg, backbone = ctx.method, ctx.backbone
         source = read_source(cfg["source"])
         spec = source_model_spec(source, cfg.get("source_model"))

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from prompt_bench import progress
-from prompt_bench.methods.base import FitContext
+from prompt_bench.methods.base import WhiteBoxContext
+from prompt_bench.methods.selection import BestOnDev
 from prompt_bench.models.backbone import EncodedBatch
 from prompt_bench.optim import torch_optim
 
@@ -28,7 +29,7 @@ def _batch_order(n: int, batch_size: int, seed: int, step: int) -> list[int]:
 
 
 def train(
-    ctx: FitContext,
+    ctx: WhiteBoxContext,
     params: dict[str, Tensor],
     scorer: Scorer,
     max_steps: int,
@@ -58,7 +59,7 @@ def train(
             module.train(flag)
 
     set_training(False)
-    best = {"score": -float("inf"), "step": 0}
+    best = BestOnDev()
     best_params = {k: v.detach().clone() for k, v in params.items()}
     step = 0
     saved = ctx.checkpoint.load()
@@ -71,39 +72,35 @@ def train(
         torch_optim.load_state_tensors(optimizer, tensors)
         torch_optim.load_schedule_state(schedule, optimizer, meta.get("schedule"))
         torch.set_rng_state(tensors["rng"])
-        step, best = int(meta["step"]), dict(meta["best"])
+        step = int(meta["step"])
+        best = BestOnDev(meta["best"]["score"], meta["best"]["step"], stale=meta["best"].get("stale", 0))
 
-    test_of_best: float | None = None
+    def test_of(kept: dict[str, Tensor]) -> float:
+        with torch.no_grad():
+            saved = {k: v.detach().clone() for k, v in params.items()}
+            for k, v in params.items():
+                v.copy_(kept[k])
+            score = ctx.evaluation.test(scorer)[ctx.evaluation.metric]
+            for k, v in params.items():
+                v.copy_(saved[k])
+        return score
 
     def evaluate(at: int) -> None:
-        nonlocal best, best_params, test_of_best
-        scores = ctx.dev_score(scorer)
-        score = scores[ctx.primary_metric]
+        nonlocal best_params
+        scores = ctx.evaluation.dev(scorer)
         record = {f"dev/{k}": v for k, v in scores.items()}
-        if score > best["score"]:
-            best = {"score": score, "step": at, "stale": 0}
+        if best.offer(scores[ctx.evaluation.metric], at):
             best_params = {k: v.detach().clone() for k, v in params.items()}
-            test_of_best = None
-        else:
-            best["stale"] = best.get("stale", 0) + 1
-        if ctx.test_score is not None:
+        if ctx.evaluation.test is not None:
             # For curves only (run.track_test): the test score of the best-on-dev parameters so far.
-            if test_of_best is None:
-                with torch.no_grad():
-                    saved = {k: v.detach().clone() for k, v in params.items()}
-                    for k, v in params.items():
-                        v.copy_(best_params[k])
-                    test_of_best = ctx.test_score(scorer)[ctx.primary_metric]
-                    for k, v in params.items():
-                        v.copy_(saved[k])
-            record[f"test/{ctx.primary_metric}"] = test_of_best
+            record[f"test/{ctx.evaluation.metric}"] = best.test_score(lambda: test_of(best_params))
         ctx.tracker.log(record, step=at)
 
     if step == 0:
         evaluate(0)
     bar = progress.bar(max_steps, "train", unit="steps", initial=step)
     def patience_left() -> bool:
-        return ctx.patience is None or best.get("stale", 0) < int(ctx.patience)
+        return ctx.patience is None or best.stale < int(ctx.patience)
 
     while step < max_steps and patience_left():
         index = _batch_order(len(ctx.train), batch_size, ctx.seed, step)
@@ -135,9 +132,10 @@ def train(
                     **torch_optim.state_tensors(optimizer),
                     "rng": torch.get_rng_state(),
                 },
-                {"step": step, "best": best, "schedule": torch_optim.schedule_state(schedule)},
+                {"step": step, "best": {"score": best.score, "step": best.step, "stale": best.stale},
+                 "schedule": torch_optim.schedule_state(schedule)},
             )
     bar.close()
     set_training(False)
-    return best_params, {"best_dev": best["score"], "best_step": best["step"], "steps": step,
+    return best_params, {"best_dev": best.score, "best_step": best.step, "steps": step,
                          "stopped_early": step < max_steps}

@@ -50,7 +50,22 @@ def make_search(cfg: Mapping[str, Any], dim: int, budget: int, seed: int, sigma:
     raise ConfigError(f"unknown derivative-free optimizer '{name}': use one of {', '.join(OPTIMIZERS)}")
 
 
-class CMASearch:
+class Search:
+    """What the search loop (methods/search_loop.py) asks of a search, besides ask / tell / recommend / mean and
+    `popsize`, `dim`: what its checkpoint must hold beyond the told losses, and the bracket around a replay of
+    them (a composite search, e.g. BBTv2's layer by layer, checks its schedule against the saved one)."""
+
+    def checkpoint_meta(self) -> dict[str, Any]:
+        return {}
+
+    def begin_replay(self, meta: dict[str, Any]) -> None:
+        """Before the saved generations are asked and told again."""
+
+    def end_replay(self, meta: dict[str, Any]) -> None:
+        """After they were."""
+
+
+class CMASearch(Search):
     """pycma's CMA-ES with bbt.py's options. Seeded through a private RandomState(seed) used as pycma's
     `randn` (pycma's own `seed` option would reseed numpy's global stream); its draws are the ones
     `np.random.seed(seed)` gives the reference's global stream, so the candidates are the same."""
@@ -106,7 +121,7 @@ class CMASearch:
         return np.zeros(self.dim) if best is None else np.asarray(best, dtype=float).copy()
 
 
-class AskTellSearch:
+class AskTellSearch(Search):
     """A nevergrad optimizer behind the same ask/tell interface."""
 
     def __init__(self, cfg: Mapping[str, Any], dim: int, budget: int, seed: int, sigma: float):
