@@ -71,3 +71,6 @@ class BBT(Method):
     def _scoring(self, ctx: BlackBoxContext, api) -> Scoring:
         """How a candidate is bought and judged (a BBT variant brings its own, e.g. Clip-Tuning's thinned networks)."""
         return Scoring(ctx, api)
+
+
+METHOD = BBT
