@@ -72,7 +72,8 @@ def test_the_bbtv2_row_says_not_available_exactly_until_bbtv2_has_a_prefix_cache
     assert all(("not available" in line) is not has_option for line in bbtv2_rows)
 
 
-def test_the_bbtv2_row_measures_both_ways_once_the_option_exists(monkeypatch):
+@pytest.mark.parametrize("shape", ["roberta-shaped (tiny)", "t5-shaped (tiny)"])
+def test_the_bbtv2_row_measures_both_ways_once_the_option_exists(monkeypatch, shape):
     check = gpu_check()
     import torch
     from transformers import AutoTokenizer
@@ -84,7 +85,7 @@ def test_the_bbtv2_row_measures_both_ways_once_the_option_exists(monkeypatch):
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(bench_dfo.ModelSpec.from_config(bench_dfo.MINILM).location)
     task = bench_dfo.sst2()
-    backbone = check.build_backbone("t", check.SMALL["roberta-shaped (tiny)"], tokenizer, torch.device("cpu"))
+    backbone = check.build_backbone("t", check.SMALL[shape], tokenizer, torch.device("cpu"))
     backbone.set_verbalizer(task.verbalizer)
     examples = check.synthetic_examples(tokenizer, 8, seed=0)
     train, dev = (encode_split(part, task, backbone, 4) for part in (examples[:4], examples[4:]))
