@@ -8,12 +8,14 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from prompt_bench import config_schema, experiment
+from prompt_bench import config_schema, experiment, models, predictions
 from prompt_bench.cli import CONF_DIR  # noqa: F401 - registers the pb_hash resolver
 from prompt_bench.config_values import bf16_mode
 from prompt_bench.errors import ConfigError
 from prompt_bench.models import ModelSpec, build_backbone, loading
+from prompt_bench.predict import main as predict_main
 from prompt_bench.summary import print_summary
+from prompt_bench.tasks import loading as data_loading
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -63,6 +65,11 @@ def test_the_schema_accepts_auto_and_refuses_maybe_with_the_three_choices():
     assert "compute.bf16=true or compute.bf16=false" in message and "compute.bf16=auto" in message
 
 
+def test_the_default_is_auto():
+    # scripts/bench_dfo.py --rank: fp32 and bf16 rank a MiniLM generation's candidates alike (docs/benchmarks.md)
+    assert compose_run().compute.bf16 == "auto"
+
+
 def test_the_backbone_reports_the_precision_auto_chose(tiny_models, monkeypatch):
     spec = ModelSpec.from_config({"name": "t", "family": "masked_lm", "path": str(tiny_models["masked_lm"])})
     monkeypatch.setattr(loading, "cpu_has_bf16", lambda: False)
@@ -85,3 +92,26 @@ def test_results_json_and_the_summary_say_which_precision_ran(mirror, tiny_model
     capsys.readouterr()
     print_summary(results, tmp_path / "run")
     assert f"on cpu, {expected}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("native, expected", [(False, "fp32"), (True, "bf16")])
+def test_predict_scores_new_inputs_in_the_precision_the_run_ran_in(mirror, tiny_models, tmp_path, monkeypatch,
+                                                                   native, expected):
+    monkeypatch.setattr(loading, "cpu_has_bf16", lambda: native)
+    cfg = compose_run(f"data.mirror={mirror}", "method=manual", "task=sst2", "setting.k=4", "logger=none",
+                      "run.progress=false", "compute.device=cpu", "model=local",
+                      f"model.path={tiny_models['masked_lm']}", "model.family=masked_lm")  # compute.bf16: the default
+    run = tmp_path / "run"
+    experiment.run(cfg, run)
+    built = []
+    original = models.build_backbone
+    monkeypatch.setattr(models, "build_backbone", lambda *a, **k: built.append(original(*a, **k)) or built[-1])
+    task = experiment.plan(cfg).task
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text("".join(json.dumps(dict(ex.fields)) + "\n"
+                              for ex in data_loading.load_split(task, "test", mirror).examples[:40]))
+    predict_main([str(run), str(inputs), "--out", str(tmp_path / "out.jsonl"), "--device", "cpu"])
+    assert [b.precision for b in built] == [expected]
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    saved = predictions.load(run)["test"][task.name].preds[:40]
+    assert [row["prediction"] for row in rows] == [task.labels[i] for i in saved]
