@@ -16,7 +16,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from prompt_bench import conf_files
-from prompt_bench.config_values import flag, whole_number
+from prompt_bench.config_values import bf16_mode, flag, whole_number
 from prompt_bench.errors import ConfigError
 
 
@@ -38,6 +38,8 @@ NULL_DEFAULTS = {
     "method.gdfo.student_depth": "int", "setting.epochs": "int", "setting.eval_every": "int",
     "setting.patience": "int", "optimizer.max_grad_norm": "float", "optimizer.bound": "float",
 }
+#: keys with a vocabulary of their own, checked by their own reader whatever their default's type
+OWN_READERS = {"compute.bf16": bf16_mode}
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 #: parts of the config that are not settings of a run (Hydra's own; the task is checked by TaskSpec)
 UNCHECKED = ("hydra", "task", "defaults")
@@ -53,6 +55,9 @@ def check(cfg: DictConfig) -> None:
         kinds = declared.get(key) or ({NULL_DEFAULTS[key]} if key in NULL_DEFAULTS else set())
         if value is None:
             continue  # null means "not set" everywhere a default is null; code that needs a value says so
+        if key in OWN_READERS:
+            OWN_READERS[key](key, value)
+            continue
         _check_value(key, value, kinds)
     device = str(OmegaConf.select(cfg, "compute.device", default="auto"))
     if not DEVICE.match(device):

@@ -20,6 +20,18 @@ def flag(key: str, value: Any) -> bool:
     raise ConfigError(f"{key}={value} is not a yes/no value: use {key}=true or {key}=false")
 
 
+def bf16_mode(key: str, value: Any) -> bool | str:
+    """compute.bf16: a yes/no value, or `auto` (bf16 where the hardware runs it natively; see
+    models.loading.pick_dtype). Returns True, False or "auto"."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return flag(key, value)
+    except ConfigError:
+        raise ConfigError(f"{key}={value} is not a yes/no value: use {key}=true or {key}=false, or {key}=auto "
+                          "(bf16 on CUDA and on CPUs with native bf16, fp32 elsewhere)") from None
+
+
 def whole_number(key: str, value: Any, minimum: int | None = None, example: str = "") -> int:
     """An integer given as one (1.5 or "abc" are refused, never rounded)."""
     if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.strip().lstrip("-").isdigit())):

@@ -272,7 +272,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Any) -> d
 
     with phases.phase("load model", f"{the_plan.model.name} from {the_plan.model.location}"):
         backbone = build_backbone(
-            the_plan.model, device=str(cfg.compute.device), bf16=flag("compute.bf16", cfg.compute.bf16),
+            the_plan.model, device=str(cfg.compute.device), bf16=cfg.compute.bf16,
             max_tokens_per_forward=cfg.compute.max_tokens_per_forward,
         )
     with phases.phase("data"):
@@ -367,7 +367,7 @@ def _execute(cfg: DictConfig, the_plan: Plan, folder: RunFolder, data: Any) -> d
         "wall_time_s": round(checkpoint.wall_time_s(), 2),
         "phase_seconds": phases.seconds,
         "peak_memory_mb": round(_peak_memory_mb(backbone.device), 1),
-        "device": str(backbone.device), "versions": _versions(), "method_info": solution.meta,
+        "device": str(backbone.device), "precision": backbone.precision, "versions": _versions(), "method_info": solution.meta,
         # the hub commit the weights came from (None for a local folder): what to pin as model.revision to rerun
         "model_revision": getattr(backbone.model.config, "_commit_hash", None),
         **({"wandb_url": tracker.url} if tracker.url else {}),

@@ -58,6 +58,18 @@ def saved_solution(run: Path) -> tuple[dict[str, Any], type[Method], Solution]:
     return config, method_cls, method_cls.restore(dict(tensors), meta, config["method"])
 
 
+def run_precision(run: Path, config: dict[str, Any]) -> bool | str:
+    """compute.bf16 for scoring again what `run` scored: "auto" (bf16 where this hardware has it natively) for a
+    run that ran in bf16, so its predictions are the ones it made; fp32 for an fp32 run. Runs written before
+    results.json recorded the precision go by their compute.bf16 (true or auto: "auto")."""
+    from prompt_bench.config_values import bf16_mode
+
+    ran = json.loads((Path(run) / "results.json").read_text()).get("precision")
+    if ran is not None:
+        return "auto" if ran == "bf16" else False
+    return "auto" if bf16_mode("compute.bf16", config.get("compute", {}).get("bf16", False)) else False
+
+
 def predictor(run: Path, device: str = "auto", trust_remote_code: bool = False):
     """(task, score): `score(examples)` -> [N, C] probabilities from `run`'s saved solution."""
     from prompt_bench.batching import encode_split
@@ -70,7 +82,7 @@ def predictor(run: Path, device: str = "auto", trust_remote_code: bool = False):
     task = TaskSpec.from_config(config["task"])
     # Where the weights are comes from the run folder; whether to run their code is the user's call, here.
     model = ModelSpec.from_config({**config["model"], "trust_remote_code": trust_remote_code})
-    backbone = build_backbone(model, device=device)
+    backbone = build_backbone(model, device=device, bf16=run_precision(run, config))
     backbone.set_verbalizer(task.verbalizer)
     scorer = solution.scorer(backbone)
     backbone.model.eval()

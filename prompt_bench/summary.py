@@ -24,7 +24,8 @@ def print_summary(results: dict[str, Any], run_dir: Path, skipped: bool = False)
         ("task", f"{results['task']} ({results['setting']}, seed {results['seed']}, "
                  f"{results['n_train']} train / {results['n_dev']} dev / {results['n_test']} test)"),
         ("method", results["method"]),
-        ("model", f"{results['model']} on {results.get('device', '?')}"),
+        ("model", f"{results['model']} on {results.get('device', '?')}"
+                  + (f", {results['precision']}" if results.get("precision") else "")),
         (f"test {metric}", f"{results['test'][metric]:.4f}"),
         (f"dev {metric}", f"{results['dev'][metric]:.4f}"),
         ("budget used", budget_text),

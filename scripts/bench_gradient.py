@@ -108,10 +108,16 @@ def ours(method: str, backbone, batch, prompt_len: int):
 
 def load_peft(method: str, path: str, device: torch.device, prompt_len: int):
     """The same weights, wrapped by peft: eval mode (no dropout, as ours), base model frozen."""
-    from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
     from transformers import AutoModelForMaskedLM
 
     model = AutoModelForMaskedLM.from_pretrained(path, dtype=torch.float32).to(device)
+    return wrap_peft(method, model, prompt_len)
+
+
+def wrap_peft(method: str, model, prompt_len: int):
+    """A masked LM (changed in place: eval mode, base frozen) wrapped by peft for `method`."""
+    from peft import PrefixTuningConfig, PromptTuningConfig, get_peft_model
+
     model.eval()
     model.requires_grad_(False)
     # FEATURE_EXTRACTION: peft's task-agnostic wrapper; its forward prepends the prompt (prompt tuning) or

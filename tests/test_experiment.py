@@ -13,7 +13,9 @@ from prompt_bench.artifacts import load_tensors
 from prompt_bench.cli import CONF_DIR  # noqa: F401 - registers the pb_hash resolver
 from prompt_bench.tracking import Tracker, read_metrics
 
-FAST = ["setting.k=4", "logger=none", "run.progress=false"]
+# compute.bf16=false: these runs are compared exactly (golden values written in fp32, fp32 backbones built beside
+# them); the default, auto, would run bf16 on a CPU with AVX512-BF16/AMX. tests/test_precision.py covers auto.
+FAST = ["setting.k=4", "logger=none", "run.progress=false", "compute.bf16=false"]
 SMALL_BBT = ["method=bbt", "method.budget=60", "method.intrinsic_dim=20", "method.n_prompt_tokens=4",
              "optimizer.popsize=10", "method.eval_every=20"]
 

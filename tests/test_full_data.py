@@ -17,8 +17,9 @@ from prompt_bench.tracking import read_metrics
 FULL_CB = ["setting=full_data", "task=cb"]  # CB: 250 train examples, 10% of them held out as dev
 def make(mirror, *overrides):
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        # compute.bf16=false: fp32 as test_experiment.make pins it (golden values are compared exactly)
         return compose(config_name="config", overrides=[f"data.mirror={mirror}", "logger=none", "run.progress=false",
-                                                        *overrides])
+                                                        "compute.bf16=false", *overrides])
 
 
 PT = ["method=prompt_tuning", "method.n_prompt_tokens=2", "method.batch_size=32"]

@@ -21,7 +21,9 @@ from prompt_bench.models import ModelSpec, build_backbone
 from prompt_bench.recycling import RECYCLERS, make_recycler, recycle, shared_words, whole_words, word_list
 from prompt_bench.tasks import loading
 
-FAST = ["setting.k=4", "logger=none", "run.progress=false"]
+# compute.bf16=false: these runs are compared exactly (golden values written in fp32, fp32 backbones built beside
+# them); the default, auto, would run bf16 on a CPU with AVX512-BF16/AMX. tests/test_precision.py covers auto.
+FAST = ["setting.k=4", "logger=none", "run.progress=false", "compute.bf16=false"]
 SMALL_WORDS = ["method.word_skip=0", "method.n_words=12", "method.n_heldout=4"]
 
 

@@ -8,7 +8,7 @@ from prompt_bench.models.loading import ModelSpec, load_pretrained, pick_device,
 __all__ = ["Backbone", "EncodedBatch", "ModelSpec", "build_backbone"]
 
 
-def build_backbone(spec: ModelSpec, device: str = "auto", bf16: bool = False, max_tokens_per_forward: int | str = "auto") -> Backbone:
+def build_backbone(spec: ModelSpec, device: str = "auto", bf16: bool | str = False, max_tokens_per_forward: int | str = "auto") -> Backbone:
     from prompt_bench.models.causal_lm import CausalLMBackbone
     from prompt_bench.models.masked_lm import MaskedLMBackbone
     from prompt_bench.models.sentence_encoder import SentenceEncoderBackbone

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from prompt_bench.models.loading import ModelSpec
+from prompt_bench.models.loading import ModelSpec, precision_name
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,11 @@ class Backbone:
     @property
     def dtype(self) -> torch.dtype:
         return self.word_embeddings.weight.dtype
+
+    @property
+    def precision(self) -> str:
+        """The precision the model runs in, as results.json records it: bf16 or fp32."""
+        return precision_name(self.dtype)
 
     @property
     def max_positions(self) -> int:

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import torch
 
-from prompt_bench.config_values import flag
+from prompt_bench.config_values import bf16_mode, flag
 from prompt_bench.errors import ConfigError, ModelError
 
 #: the backbone families a model config may name (one Backbone subclass each, built by models.build_backbone)
@@ -98,11 +98,32 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def pick_dtype(device: torch.device, bf16: bool) -> torch.dtype:
-    if bf16 and device.type == "cpu" and not cpu_has_bf16():
+def pick_dtype(device: torch.device, bf16: bool | str) -> torch.dtype:
+    """The weights' dtype for compute.bf16 (true, false or auto) on `device`.
+
+    auto: bf16 on a CUDA device with native bf16 (compute capability 8.0 or later) and on a CPU with native bf16
+    instructions; fp32 everywhere else (older GPUs, MPS, CPUs that would only emulate bf16, slower than fp32).
+    true on a CPU without native bf16 is refused rather than silently emulated."""
+    mode = bf16_mode("compute.bf16", bf16)
+    if mode == "auto":
+        mode = (device.type == "cuda" and cuda_has_bf16(device)) or (device.type == "cpu" and cpu_has_bf16())
+    if mode and device.type == "cpu" and not cpu_has_bf16():
         raise ConfigError("compute.bf16=true needs a CUDA device or a CPU with bf16 instructions "
-                          "(AVX512-BF16 or AMX), and this CPU has neither: drop compute.bf16")
-    return torch.bfloat16 if bf16 else torch.float32
+                          "(AVX512-BF16 or AMX), and this CPU has neither: drop compute.bf16 (or use compute.bf16=auto)")
+    return torch.bfloat16 if mode else torch.float32
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """What results.json and the run summary call a weights dtype: bf16, fp32, fp16 (or torch's name)."""
+    return {torch.bfloat16: "bf16", torch.float32: "fp32", torch.float16: "fp16"}.get(dtype, str(dtype).removeprefix("torch."))
+
+
+def cuda_has_bf16(device: torch.device) -> bool:
+    """Native bf16 tensor-core math: Ampere (compute capability 8.0) and later."""
+    try:
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    except (AssertionError, RuntimeError):
+        return False
 
 
 def cpu_has_bf16() -> bool:
