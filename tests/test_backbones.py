@@ -8,6 +8,7 @@ import torch
 from prompt_bench.batching import encode_split
 from prompt_bench.errors import ConfigError, ModelError
 from prompt_bench.models import ModelSpec, build_backbone
+from prompt_bench.models.backbone import RowContext, current_rows, rows_scope
 from prompt_bench.tasks.spec import Example, TaskSpec
 
 FAMILIES = ["masked_lm", "causal_lm", "seq2seq", "sentence_encoder"]
@@ -180,7 +181,7 @@ def test_hooks_see_per_row_extras_aligned_with_their_prompt(family_backbone):
     prompts = torch.randn(3, 3, family_backbone.hidden_size) * 0.1
     seen = []
     layer = family_backbone.transformer_layers()[0]
-    handle = layer.register_forward_pre_hook(lambda m, a: seen.append(family_backbone.row_context.extras["id"].clone()))
+    handle = layer.register_forward_pre_hook(lambda m, a: seen.append(current_rows(family_backbone).extras["id"].clone()))
     try:
         with torch.no_grad():
             family_backbone.label_logits(batch, prompts, extras={"id": torch.arange(3)})
@@ -188,7 +189,34 @@ def test_hooks_see_per_row_extras_aligned_with_their_prompt(family_backbone):
         handle.remove()
     assert all(x.tolist() == sorted(x.tolist()) for x in seen)  # rows are prompt-major in every forward
     assert sorted(torch.cat(seen).tolist()) == sorted([0, 1, 2] * len(SENTENCES))
-    assert family_backbone.row_context is None
+    assert current_rows(family_backbone) is None
+
+
+def test_hooks_see_the_rows_of_their_forward_only_even_after_an_exception(family_backbone):
+    batch, prompts = batch_for(family_backbone), torch.zeros(2, 3, family_backbone.hidden_size)
+    seen = []
+
+    def failing(module, args):
+        seen.append(current_rows(family_backbone))
+        raise RuntimeError("a hook failed")
+
+    assert current_rows(family_backbone) is None
+    handle = family_backbone.transformer_layers()[0].register_forward_pre_hook(failing)
+    try:
+        with torch.no_grad(), pytest.raises(RuntimeError, match="a hook failed"):
+            family_backbone.label_logits(batch, prompts, extras={"id": torch.arange(2)})
+    finally:
+        handle.remove()
+    assert seen[0].extras["id"].tolist() == [0] * len(SENTENCES) + [1] * len(SENTENCES)
+    assert current_rows(family_backbone) is None
+    # scopes nest: a forward inside another one's scope gives the outer rows back; another backbone's are not ours
+    outer = RowContext({}, 0, 0)
+    with rows_scope(family_backbone, outer), torch.no_grad():
+        family_backbone.label_logits(batch)
+        assert current_rows(family_backbone) is outer
+        with rows_scope(object(), RowContext({}, 0, 0)):
+            assert current_rows(family_backbone) is None
+    assert current_rows(family_backbone) is None
 
 
 def test_every_family_exposes_its_transformer_blocks(family_backbone):

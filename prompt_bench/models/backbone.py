@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -40,6 +42,33 @@ class RowContext:
     extras: dict[str, Tensor]
     prompt_offset: int
     prompt_len: int
+
+
+#: (backbone, rows) of the scoring forward running now; read only through `current_rows`
+_FORWARD: ContextVar[tuple[object, RowContext] | None] = ContextVar("prompt_bench_forward_rows", default=None)
+
+
+@contextmanager
+def rows_scope(backbone: object, context: RowContext) -> Iterator[RowContext]:
+    """Within the block, `current_rows(backbone)` is `context`; afterwards it is what it was before.
+
+    Why a ContextVar and not an attribute of the backbone: hooks (deep prompts, prefixes, thinned networks, the
+    added prompt) are called by the model from deep inside a forward, where we cannot pass them arguments, so
+    they must look the rows up. A value set with a token and reset by the `with` cannot outlive the forward (an
+    exception included), restores the outer rows if a forward runs inside another, is per thread, and cannot be
+    assigned from outside: a hook sees the rows of the forward it is called in, or none.
+    """
+    token = _FORWARD.set((backbone, context))
+    try:
+        yield context
+    finally:
+        _FORWARD.reset(token)
+
+
+def current_rows(backbone: object) -> RowContext | None:
+    """The rows of the forward `backbone` is scoring now (in this thread), None outside one."""
+    current = _FORWARD.get()
+    return current[1] if current is not None and current[0] is backbone else None
 
 
 @dataclass
@@ -92,8 +121,6 @@ class Backbone:
         self.label_ids: Tensor | None = None
         #: a trainable classification head over `_features` (P-tuning v2's linear head); None: the verbalizer
         self.head: torch.nn.Module | None = None
-        #: set only while a forward runs; methods' hooks (deep prompts, dropout masks) read it
-        self.row_context: RowContext | None = None
         self._added_prompt_hook = None
 
     # -- what the model looks like -------------------------------------------------------------
@@ -159,7 +186,7 @@ class Backbone:
         hold examples of similar length, each trimmed to its own longest row: few-shot batches mix
         8- and 45-token sentences, and padding everything to the longest doubled the cost.
         Gradients flow to `prompts` when the caller has them enabled. `extras` are per-prompt tensors
-        (leading dim P) that hooks installed by a method see per row through `row_context`.
+        (leading dim P) that hooks installed by a method see per row through `current_rows(backbone)`.
         """
         if extras and prompts is None:
             raise ValueError("extras are per-prompt: pass prompts with them")
@@ -209,7 +236,7 @@ class Backbone:
         return batch.mask_logits(torch.cat(groups, dim=1)[:, _inverse(order)])
 
     def _add_prompt(self, module, args, kwargs):
-        context = self.row_context
+        context = current_rows(self)
         if context is None or ADDED_PROMPT not in context.extras:
             return None
         hidden = add_at_prompt(args[0] if args else kwargs["hidden_states"], context.extras[ADDED_PROMPT], context)
@@ -290,13 +317,9 @@ class Backbone:
 
     def _scores_in_context(self, context: RowContext, embeds: Tensor, mask: Tensor, target: Tensor,
                            prompt_mask: Tensor | None) -> Tensor:
-        """`_class_scores`, with `context` visible to the method's hooks for this forward only (a hook must
-        never see the rows of an earlier forward, even after an exception)."""
-        self.row_context = context
-        try:
+        """`_class_scores`, with `context` visible to the method's hooks for this forward only (`rows_scope`)."""
+        with rows_scope(self, context):
             return self._class_scores(embeds, mask, target, prompt_mask)
-        finally:
-            self.row_context = None
 
     def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
         """[N, C] class logits for N prompted sequences; `prompt_mask` [N, T] marks soft-prompt positions."""
