@@ -67,7 +67,6 @@ def setup(model_cfg: dict, device: str, k: int, seed: int, prompt_len: int):
     pool = loading.load_split(task, "train", loading.mirror_root("auto"))
     train, dev = sampling.few_shot(pool.examples, k, seed, task.num_classes)
     backbone = build_backbone(ModelSpec.from_config(model_cfg), device=device)
-    backbone.set_verbalizer(task.verbalizer)
     return task, backbone, encode_split(train, task, backbone, prompt_len), encode_split(dev, task, backbone, prompt_len)
 
 
@@ -104,9 +103,9 @@ def bbt_overhead(backbone, task, train, dev, popsize: int, prompt_len: int, gene
     captured = []
     original = backbone._class_scores
 
-    def capture(embeds, mask, target, plen):
-        captured.append((embeds.detach().clone(), mask.clone(), target.clone(), plen))
-        return original(embeds, mask, target, plen)
+    def capture(embeds, mask, target, plen, *readout):  # readout: the verbalizer and head
+        captured.append((embeds.detach().clone(), mask.clone(), target.clone(), plen, *readout))
+        return original(embeds, mask, target, plen, *readout)
 
     budget = popsize * generations
     with tempfile.TemporaryDirectory() as tmp:

@@ -42,7 +42,6 @@ def api_for(backbone, budget=100, prompt_len=3):
 
 @pytest.fixture(scope="module")
 def minilm_api(minilm_backbone):
-    minilm_backbone.set_verbalizer(TASK.verbalizer)
     return lambda budget=100: api_for(minilm_backbone, budget)
 
 

@@ -59,13 +59,11 @@ def tiny_llama(tmp_path_factory):
     tokenizer.save_pretrained(folder)
     backbone = build_backbone(ModelSpec.from_config({"name": "tiny-llama", "family": "causal_lm", "path": str(folder)}),
                               device="cpu")
-    backbone.set_verbalizer(TASK.verbalizer)
     return backbone
 
 
 @pytest.fixture(scope="module")
 def backbones(tiny_models, tiny_llama, minilm_backbone):
-    minilm_backbone.set_verbalizer(TASK.verbalizer)
     tiny = {family: backbone_for(family, tiny_models) for family in ("masked_lm", "causal_lm", "seq2seq")}
     return {**tiny, "llama": tiny_llama, "minilm": minilm_backbone}
 
