@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from prompt_bench.models.backbone import Backbone, EncodedBatch
+from prompt_bench.models.backbone import Backbone, EncodedBatch, Verbalizer
 from prompt_bench.prompts.placeholders import Placeholders
 from prompt_bench.tasks.spec import MASK, Example, TaskSpec
 
@@ -41,6 +41,8 @@ class EncodedSplit:
     prompt_slots: int = 0
     #: rows whose text lost words to fit the length limits
     truncated: int = 0
+    #: the label words the rows are scored with (each batch carries it to `Backbone.label_logits`)
+    verbalizer: Verbalizer | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -63,13 +65,15 @@ class EncodedSplit:
             else torch.tensor([self.allowed[i] for i in index], dtype=torch.bool, device=self.device),
             task_ids=None if self.tasks is None else torch.tensor([self.tasks[i] for i in index], device=self.device),
             prompt_slots=self.prompt_slots,
+            verbalizer=self.verbalizer,
         )
 
 
 def encode_split(examples: Sequence[Example], task: TaskSpec, backbone: Backbone, prompt_len: int = 0,
-                 placeholders: Placeholders | None = None) -> EncodedSplit:
+                 placeholders: Placeholders | None = None, verbalizer: Verbalizer | None = None) -> EncodedSplit:
     """Fill the task's template for this backbone and tokenize, leaving room for `prompt_len` soft tokens, or
-    (with `placeholders`) writing the placeholder words a soft prompt is added onto at the prompt offset."""
+    (with `placeholders`) writing the placeholder words a soft prompt is added onto at the prompt offset. The
+    split is scored with `verbalizer` (default: the task's own label words on this backbone)."""
     template = task.template_for(backbone.family)
     prompt_len = placeholders.length if placeholders is not None else prompt_len
     budget = min(task.max_length, backbone.max_positions - prompt_len)
@@ -109,4 +113,5 @@ def encode_split(examples: Sequence[Example], task: TaskSpec, backbone: Backbone
         device=backbone.device,
         prompt_slots=len(slot_ids),
         truncated=truncated,
+        verbalizer=verbalizer if verbalizer is not None else backbone.verbalizer(task.verbalizer),
     )

@@ -13,7 +13,7 @@ from typing import Sequence
 
 from prompt_bench.batching import EncodedSplit
 from prompt_bench.errors import ConfigError
-from prompt_bench.models.backbone import Backbone
+from prompt_bench.models.backbone import Backbone, Verbalizer
 from prompt_bench.tasks.spec import Example, TaskSpec
 
 
@@ -26,9 +26,11 @@ def check_plain_input(task: TaskSpec, setting: str) -> None:
                           "needs a single task")
 
 
-def encode_plain(examples: Sequence[Example], task: TaskSpec, backbone: Backbone, prompt_len: int = 0) -> EncodedSplit:
+def encode_plain(examples: Sequence[Example], task: TaskSpec, backbone: Backbone, prompt_len: int = 0,
+                 verbalizer: Verbalizer | None = None) -> EncodedSplit:
     """Tokenize `task.plain_input` for each example (pairs as the tokenizer joins them, truncated longest first
-    to fit the task's and model's length with room for `prompt_len` soft tokens)."""
+    to fit the task's and model's length with room for `prompt_len` soft tokens); scored with `verbalizer`
+    (default: the task's label words) unless a head reads them."""
     if task.plain_input is None:
         raise ConfigError(f"task '{task.name}' has no plain_input")
     tokenizer = backbone.tokenizer
@@ -43,4 +45,5 @@ def encode_plain(examples: Sequence[Example], task: TaskSpec, backbone: Backbone
         ids_all.append(ids)
         targets.append(0 if first_token else len(ids) - 1)
     return EncodedSplit(ids=ids_all, target=targets, labels=[e.label for e in examples],
-                        groups=[e.group for e in examples], pad_id=tokenizer.pad_token_id, device=backbone.device)
+                        groups=[e.group for e in examples], pad_id=tokenizer.pad_token_id, device=backbone.device,
+                        verbalizer=verbalizer if verbalizer is not None else backbone.verbalizer(task.verbalizer))

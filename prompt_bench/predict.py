@@ -83,16 +83,16 @@ def predictor(run: Path, device: str = "auto", trust_remote_code: bool = False):
     # Where the weights are comes from the run folder; whether to run their code is the user's call, here.
     model = ModelSpec.from_config({**config["model"], "trust_remote_code": trust_remote_code})
     backbone = build_backbone(model, device=device, bf16=run_precision(run, config))
-    backbone.set_verbalizer(task.verbalizer)
+    verbalizer = backbone.verbalizer(task.verbalizer)
     scorer = solution.scorer(backbone)
     backbone.model.eval()
 
     def score(examples: list[Example], batch_size: int = 32) -> torch.Tensor:
         if method_cls.reads_plain_input(method_cfg):
-            split = encode_plain(examples, task, backbone, method_cls.prompt_length(method_cfg))
+            split = encode_plain(examples, task, backbone, method_cls.prompt_length(method_cfg), verbalizer)
         else:
             split = encode_split(examples, task, backbone, method_cls.prompt_length(method_cfg),
-                                 method_cls.placeholders(method_cfg))
+                                 method_cls.placeholders(method_cfg), verbalizer)
         out = []
         with torch.no_grad():
             for start in range(0, len(split), batch_size):

@@ -86,7 +86,6 @@ def setup(model_cfg: dict, device: str, k: int, seed: int, prompt_len: int, bf16
     pool = loading.load_split(task, "train", loading.mirror_root("auto"))
     train, dev = sampling.few_shot(pool.examples, k, seed, task.num_classes)
     backbone = build_backbone(ModelSpec.from_config(model_cfg), device=device, bf16=bf16)
-    backbone.set_verbalizer(task.verbalizer)
     return task, backbone, encode_split(train, task, backbone, prompt_len), encode_split(dev, task, backbone, prompt_len)
 
 
@@ -123,9 +122,9 @@ def bbt_overhead(backbone, task, train, dev, popsize: int, prompt_len: int, gene
     captured = []
     original = backbone._class_scores
 
-    def capture(embeds, mask, target, plen):
-        captured.append((embeds.detach().clone(), mask.clone(), target.clone(), plen))
-        return original(embeds, mask, target, plen)
+    def capture(embeds, mask, target, plen, *readout):  # readout: the verbalizer and head
+        captured.append((embeds.detach().clone(), mask.clone(), target.clone(), plen, *readout))
+        return original(embeds, mask, target, plen, *readout)
 
     budget = popsize * generations
     with tempfile.TemporaryDirectory() as tmp:
@@ -272,10 +271,10 @@ def rank_agreement(device: str, popsize: int, prompt_len: int, generations: int,
         bf16 = copy.deepcopy(fp32)
         bf16.model.to(torch.bfloat16)
         emulated = True
-    bf16.set_verbalizer(task.verbalizer)
     train = encode_train(task, fp32, n_train, prompt_len)
     run = Generation(fp32, train, popsize, prompt_len)
-    bf16_api = BlackBoxAPI(bf16, train, budget=10**9)
+    # the same rows, with the label words as the bf16 model reads them (a sentence encoder embeds them itself)
+    bf16_api = BlackBoxAPI(bf16, encode_train(task, bf16, n_train, prompt_len), budget=10**9)
     rows = []
     for g in range(generations):
         z = run.ask()
@@ -322,7 +321,6 @@ def growth(model_cfg: dict, device: str, popsizes: list[int], train_sizes: list[
     train-set size at `fixed_popsize`, on one loaded model; one warm-up generation per train split first."""
     task = sst2()
     backbone = build_backbone(ModelSpec.from_config(model_cfg), device=device)
-    backbone.set_verbalizer(task.verbalizer)
     splits = {n: encode_train(task, backbone, n, prompt_len) for n in sorted({fixed_train, *train_sizes})}
     for split in splits.values():
         Generation(backbone, split, 1, prompt_len)()  # warm-up: first-call allocations, lazy kernels

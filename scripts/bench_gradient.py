@@ -193,7 +193,7 @@ def _memory_child(side: str, method: str, model_cfg: dict, device: str, batch_si
         if method == "p_tuning_v2":
             enable_prefixes(backbone)  # its probe forward is setup, like loading
     else:
-        label_ids = backbone.label_ids
+        label_ids = batch.verbalizer.ids
         del backbone
         gc.collect()
         wrapped = load_peft(method, model_cfg["path"], where, prompt_len)
@@ -258,8 +258,8 @@ def main() -> None:
                 wrapped = load_peft(method, model_cfg["path"], backbone.device, args.prompt_len)
                 diagnostic = load_peft(method, model_cfg["path"], backbone.device, args.prompt_len)
                 our_step, our_params = ours(method, backbone, batch, args.prompt_len)
-                peft_step, peft_params = peft_side(method, wrapped, batch, backbone.label_ids, args.prompt_len)
-                masked_step, _ = peft_side(method, diagnostic, batch, backbone.label_ids, args.prompt_len, head_at_mask=True)
+                peft_step, peft_params = peft_side(method, wrapped, batch, batch.verbalizer.ids, args.prompt_len)
+                masked_step, _ = peft_side(method, diagnostic, batch, batch.verbalizer.ids, args.prompt_len, head_at_mask=True)
                 # Like for like: the same trainable tensors on both sides. Prompt tuning: one [L, d] table.
                 # Prefix tuning without projection: peft's PrefixEncoder is one Embedding(L, n_layers * 2 * d)
                 # and ours one [L, n_layers * 2 * kv_dim] table, kv_dim = d for BERT, so the counts agree.

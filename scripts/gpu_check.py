@@ -202,7 +202,7 @@ def gradient_steps(backbone, train, prompt_len: int, batch_size: int, steps: int
     for method in bench_gradient.METHODS:
         wrapped = bench_gradient.wrap_peft(method, copy.deepcopy(backbone.model), prompt_len)
         our_step, our_params = bench_gradient.ours(method, backbone, batch, prompt_len)
-        peft_step, peft_params = bench_gradient.peft_side(method, wrapped, batch, backbone.label_ids, prompt_len)
+        peft_step, peft_params = bench_gradient.peft_side(method, wrapped, batch, batch.verbalizer.ids, prompt_len)
         assert our_params == peft_params, f"{method}: ours trains {our_params} parameters, peft {peft_params}"
         speed = bench_gradient.interleaved({"ours": our_step, "peft": peft_step}, backbone.device, steps, repeats, 1)
         out[method] = {"ours_ms": 1000 * speed["ours"], "peft_ms": 1000 * speed["peft"], "params": our_params}
@@ -345,7 +345,6 @@ def main(argv: list[str] | None = None) -> dict:
         for name, shape in (SMALL if small else FULL).items():
             started = time.perf_counter()
             backbone = build_backbone(name, shape, tokenizer, device)
-            backbone.set_verbalizer(task.verbalizer)
             train = encode_split(examples[:n_train], task, backbone, prompt_len)
             dev = encode_split(examples[n_train:], task, backbone, prompt_len)
             row = {}

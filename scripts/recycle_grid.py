@@ -164,7 +164,6 @@ def main() -> None:
                              f"{sorted(map(str, styles))}: recycle each style's prompts separately")
         task = TaskSpec.from_config({**conf("task", task_name), "style": styles.pop()})
         key = metrics.primary(task.metric)
-        target.set_verbalizer(task.verbalizer)
         test_examples = limited(loading.load_split(task, "test", root).examples, args.limit_test)
         longest = max(s.prompt.shape[0] for s in task_sources)
         test = encode_split(test_examples, task, target, longest)

@@ -8,6 +8,7 @@ import torch
 from prompt_bench.batching import encode_split
 from prompt_bench.errors import ConfigError, ModelError
 from prompt_bench.models import ModelSpec, build_backbone
+from prompt_bench.models.backbone import RowContext, current_rows, rows_scope
 from prompt_bench.tasks.spec import Example, TaskSpec
 
 FAMILIES = ["masked_lm", "causal_lm", "seq2seq", "sentence_encoder"]
@@ -24,7 +25,6 @@ SENTENCES = ["a wonderful , moving film", "dull", "the plot is terrible and the 
 def backbone_for(family, tiny_models, **kwargs):
     spec = ModelSpec.from_config({"name": f"tiny-{family}", "family": family, "path": str(tiny_models[family])})
     backbone = build_backbone(spec, device="cpu", **kwargs)
-    backbone.set_verbalizer(TASK.verbalizer)
     return backbone
 
 
@@ -45,11 +45,12 @@ def test_assembled_rows_score_as_if_each_went_through_the_model_alone_whatever_t
     embeds = torch.nn.functional.pad(family_backbone.word_embeddings(batch.input_ids), (0, 0, 0, 7))
     mask = torch.nn.functional.pad(batch.attention_mask, (0, 7))
     alone = torch.cat([
-        family_backbone.row_logits(embeds[i : i + 1, :n], mask[i : i + 1, :n], batch.target_pos[i : i + 1])
+        family_backbone.row_logits(embeds[i : i + 1, :n], mask[i : i + 1, :n], batch.target_pos[i : i + 1],
+                                   verbalizer=batch.verbalizer)
         for i, n in enumerate(batch.attention_mask.sum(1).tolist())
     ])
     monkeypatch.setattr(family_backbone, "max_tokens_per_forward", 2 * int(mask.sum(1).max()))
-    together = family_backbone.row_logits(embeds, mask, batch.target_pos)
+    together = family_backbone.row_logits(embeds, mask, batch.target_pos, verbalizer=batch.verbalizer)
     torch.testing.assert_close(together, alone, rtol=1e-4, atol=1e-5)
 
 
@@ -112,13 +113,13 @@ def test_without_a_prompt_the_scores_are_the_models_own_verbalizer_logits(tiny_m
     masked = backbone_for("masked_lm", tiny_models)
     batch = batch_for(masked, 0)
     full = masked.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    expected = full[torch.arange(len(batch)), batch.target_pos][:, masked.label_ids]
+    expected = full[torch.arange(len(batch)), batch.target_pos][:, batch.verbalizer.ids]
     torch.testing.assert_close(masked.label_logits(batch)[0], expected, atol=1e-5, rtol=1e-4)
 
     causal = backbone_for("causal_lm", tiny_models)
     batch = batch_for(causal, 0)
     full = causal.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-    expected = full[torch.arange(len(batch)), batch.target_pos][:, causal.label_ids]
+    expected = full[torch.arange(len(batch)), batch.target_pos][:, batch.verbalizer.ids]
     torch.testing.assert_close(causal.label_logits(batch)[0], expected, atol=1e-5, rtol=1e-4)
 
 
@@ -167,7 +168,6 @@ def test_an_unreachable_hub_id_names_the_local_path_fix():
 
 
 def test_the_packaged_minilm_separates_sentiment_zero_shot(minilm_backbone):
-    minilm_backbone.set_verbalizer(TASK.verbalizer)
     batch = encode_split([Example({"sentence": "a wonderful , moving film"}, 1),
                           Example({"sentence": "a dull , boring mess"}, 0)], TASK, minilm_backbone).batch()
     with torch.no_grad():
@@ -180,7 +180,7 @@ def test_hooks_see_per_row_extras_aligned_with_their_prompt(family_backbone):
     prompts = torch.randn(3, 3, family_backbone.hidden_size) * 0.1
     seen = []
     layer = family_backbone.transformer_layers()[0]
-    handle = layer.register_forward_pre_hook(lambda m, a: seen.append(family_backbone.row_context.extras["id"].clone()))
+    handle = layer.register_forward_pre_hook(lambda m, a: seen.append(current_rows(family_backbone).extras["id"].clone()))
     try:
         with torch.no_grad():
             family_backbone.label_logits(batch, prompts, extras={"id": torch.arange(3)})
@@ -188,7 +188,56 @@ def test_hooks_see_per_row_extras_aligned_with_their_prompt(family_backbone):
         handle.remove()
     assert all(x.tolist() == sorted(x.tolist()) for x in seen)  # rows are prompt-major in every forward
     assert sorted(torch.cat(seen).tolist()) == sorted([0, 1, 2] * len(SENTENCES))
-    assert family_backbone.row_context is None
+    assert current_rows(family_backbone) is None
+
+
+@torch.no_grad()
+def test_each_batch_is_read_with_its_own_verbalizer_and_nothing_is_set_on_the_backbone(family_backbone):
+    examples = [Example({"sentence": s}, 0) for s in SENTENCES]
+    words, flipped = TASK.verbalizer, tuple(reversed(TASK.verbalizer))
+    own = encode_split(examples, TASK, family_backbone, 3).batch()
+    other = encode_split(examples, TASK, family_backbone, 3, verbalizer=family_backbone.verbalizer(flipped)).batch()
+    three = encode_split(examples, TASK, family_backbone, 3, verbalizer=family_backbone.verbalizer((*words, "good"))).batch()
+    assert own.verbalizer.words == words and len(three.verbalizer) == 3
+    prompts = torch.randn(2, 3, family_backbone.hidden_size) * 0.1
+    first = family_backbone.label_logits(own, prompts)
+    # used alternately, with no set-up call between: each batch gets its own words' logits
+    torch.testing.assert_close(family_backbone.label_logits(other, prompts), first.flip(-1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(family_backbone.label_logits(three, prompts)[..., :2], first, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(family_backbone.label_logits(own.rows(torch.tensor([2, 0])), prompts), first[:, [2, 0]],
+                               rtol=1e-5, atol=1e-6)
+    embeds = family_backbone.word_embeddings(own.input_ids)
+    rows = family_backbone.row_logits(embeds, own.attention_mask, own.target_pos, verbalizer=other.verbalizer)
+    torch.testing.assert_close(rows, family_backbone.label_logits(other)[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="nothing to read the classes with"):
+        family_backbone.row_logits(embeds, own.attention_mask, own.target_pos)
+
+
+def test_hooks_see_the_rows_of_their_forward_only_even_after_an_exception(family_backbone):
+    batch, prompts = batch_for(family_backbone), torch.zeros(2, 3, family_backbone.hidden_size)
+    seen = []
+
+    def failing(module, args):
+        seen.append(current_rows(family_backbone))
+        raise RuntimeError("a hook failed")
+
+    assert current_rows(family_backbone) is None
+    handle = family_backbone.transformer_layers()[0].register_forward_pre_hook(failing)
+    try:
+        with torch.no_grad(), pytest.raises(RuntimeError, match="a hook failed"):
+            family_backbone.label_logits(batch, prompts, extras={"id": torch.arange(2)})
+    finally:
+        handle.remove()
+    assert seen[0].extras["id"].tolist() == [0] * len(SENTENCES) + [1] * len(SENTENCES)
+    assert current_rows(family_backbone) is None
+    # scopes nest: a forward inside another one's scope gives the outer rows back; another backbone's are not ours
+    outer = RowContext({}, 0, 0)
+    with rows_scope(family_backbone, outer), torch.no_grad():
+        family_backbone.label_logits(batch)
+        assert current_rows(family_backbone) is outer
+        with rows_scope(object(), RowContext({}, 0, 0)):
+            assert current_rows(family_backbone) is None
+    assert current_rows(family_backbone) is None
 
 
 def test_every_family_exposes_its_transformer_blocks(family_backbone):
@@ -217,7 +266,6 @@ def test_keeping_the_bottom_blocks_equals_a_model_saved_with_that_depth(family, 
     AutoTokenizer.from_pretrained(tiny_models[family]).save_pretrained(tmp_path / "shallow")
     expected_spec = ModelSpec.from_config({"name": "shallow", "family": family, "path": str(tmp_path / "shallow")})
     expected = build_backbone(expected_spec, device="cpu")
-    expected.set_verbalizer(TASK.verbalizer)
 
     truncated = backbone_for(family, tiny_models)
     full = truncated.label_logits(batch_for(truncated), torch.zeros(1, 3, truncated.hidden_size))

@@ -13,7 +13,7 @@ from prompt_bench.errors import BudgetExhausted
 from prompt_bench.methods.base import Solution
 from prompt_bench.methods.bbtv2 import DeepPromptSolution, LayerwiseSearch
 from prompt_bench.methods.blackbox import BlackBoxAPI
-from prompt_bench.models.backbone import RowContext
+from prompt_bench.models.backbone import RowContext, rows_scope
 from prompt_bench.models.deep_prompts import DEEP_PROMPT, deep_prompt_hooks
 from prompt_bench.tasks.spec import Example
 from prompt_bench.tracking import read_metrics
@@ -42,7 +42,6 @@ def api_for(backbone, budget=100, prompt_len=3):
 
 @pytest.fixture(scope="module")
 def minilm_api(minilm_backbone):
-    minilm_backbone.set_verbalizer(TASK.verbalizer)
     return lambda budget=100: api_for(minilm_backbone, budget)
 
 
@@ -75,8 +74,6 @@ def test_a_layer_that_takes_its_hidden_states_as_a_keyword_gets_the_prompt_too()
             return hidden_states * scale
 
     class Stub:
-        row_context = None
-
         def __init__(self):
             self.blocks = torch.nn.ModuleList([Block(), Block()])
 
@@ -85,8 +82,8 @@ def test_a_layer_that_takes_its_hidden_states_as_a_keyword_gets_the_prompt_too()
 
     stub, hidden = Stub(), torch.zeros(2, 5, 4)
     deep = torch.ones(2, 2, 2, 4)
-    stub.row_context = RowContext({DEEP_PROMPT: deep}, prompt_offset=1, prompt_len=2)
-    with deep_prompt_hooks(stub), deep_prompt_hooks(stub):  # nested: added once
+    rows = RowContext({DEEP_PROMPT: deep}, prompt_offset=1, prompt_len=2)
+    with rows_scope(stub, rows), deep_prompt_hooks(stub), deep_prompt_hooks(stub):  # nested: added once
         out = stub.blocks[1](hidden_states=hidden)
         assert torch.equal(stub.blocks[0](hidden), out)
     assert torch.equal(out[:, 1:3], torch.ones(2, 2, 4)) and out[:, [0, 3, 4]].abs().sum() == 0

@@ -21,7 +21,6 @@ from test_backbones import TASK
 
 @pytest.fixture(scope="module")
 def api_factory(minilm_backbone):
-    minilm_backbone.set_verbalizer(TASK.verbalizer)
     train = encode_split([Example({"sentence": s}, i % 2) for i, s in enumerate(["bad film", "great film", "ok"])],
                          TASK, minilm_backbone, 4)
     return lambda budget: BlackBoxAPI(minilm_backbone, train, budget=budget)

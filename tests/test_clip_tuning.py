@@ -20,6 +20,7 @@ from prompt_bench.methods.search_loop import prompt_loss
 from prompt_bench.methods.blackbox import BlackBoxAPI
 from prompt_bench.methods.clip_tuning import ClipTuningSolution, mixed_loss
 from prompt_bench.models import ModelSpec, build_backbone
+from prompt_bench.models.backbone import current_rows
 from prompt_bench.models.thinning import ThinnedSpec, ensemble_logits, hidden_sites, keep_mask, thinned_logits
 from prompt_bench.tasks.spec import Example
 from prompt_bench.tracking import read_metrics
@@ -58,13 +59,11 @@ def tiny_llama(tmp_path_factory):
     tokenizer.save_pretrained(folder)
     backbone = build_backbone(ModelSpec.from_config({"name": "tiny-llama", "family": "causal_lm", "path": str(folder)}),
                               device="cpu")
-    backbone.set_verbalizer(TASK.verbalizer)
     return backbone
 
 
 @pytest.fixture(scope="module")
 def backbones(tiny_models, tiny_llama, minilm_backbone):
-    minilm_backbone.set_verbalizer(TASK.verbalizer)
     tiny = {family: backbone_for(family, tiny_models) for family in ("masked_lm", "causal_lm", "seq2seq")}
     return {**tiny, "llama": tiny_llama, "minilm": minilm_backbone}
 
@@ -140,7 +139,7 @@ def test_the_model_is_left_exactly_as_it_was_after_a_thinned_forward(backbones):
     thinned_logits(backbone, batch, prompts, ThinnedSpec(n_networks=2, clip_rate=0.5, sites="both"))
     assert backbone.model.config._attn_implementation == implementation
     assert not any(m._forward_hooks for m in backbone.model.modules())
-    assert backbone.row_context is None
+    assert current_rows(backbone) is None
     torch.testing.assert_close(backbone.label_logits(batch, prompts), before, rtol=0, atol=0)
 
 

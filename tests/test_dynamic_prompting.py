@@ -73,7 +73,6 @@ def test_deep_with_every_choice_off_is_p_tuning_v2_with_the_pools_prefix(tiny_mo
 
 
 def test_training_gradients_reach_the_pool_and_all_three_instance_selectors(minilm_backbone):
-    minilm_backbone.set_verbalizer(("bad", "great"))
     batch = batch_for(minilm_backbone, prompt_len=4)
     dynamic = DynamicPrompt(torch.randn(3, 4, 384) * 0.05, 384, "instance", "instance", "instance")
     score = dynamic_scorer(minilm_backbone, dynamic, "shallow", None, PooledCache(minilm_backbone), lambda s: 1.0)
@@ -119,7 +118,6 @@ def test_dynamic_prompting_runs_resumes_and_its_saved_artifact_reproduces_the_te
     from prompt_bench.tasks.spec import TaskSpec
 
     task = TaskSpec.from_config(OmegaConf.to_container(make(mirror, *TINY_DP).task, resolve=True))
-    minilm_backbone.set_verbalizer(task.verbalizer)
     test = encode_split(loading.load_split(task, "test", mirror).examples, task, minilm_backbone, 3)
     solution = DynamicPromptSolution(prompt=None, tensors=tensors, meta=reference["method_info"])
     assert score_split(solution.scorer(minilm_backbone), test, task.metric, 16)[task.metric] == pytest.approx(
@@ -209,7 +207,6 @@ def test_dpts_recipe_runs_resumes_and_its_artifact_scores_with_the_tanh_selector
 
     task = TaskSpec.from_config(OmegaConf.to_container(make(mirror, *TINY_DP, "task.style=dpt").task, resolve=True))
     assert task.verbalizer == ("yes", "no", "maybe") and task.selection_metric == "accuracy"
-    minilm_backbone.set_verbalizer(task.verbalizer)
     test = encode_split(loading.load_split(task, "test", mirror).examples, task, minilm_backbone, 3)
     solution = DynamicPromptSolution(prompt=None, tensors=tensors, meta=reference["method_info"])
     assert score_split(solution.scorer(minilm_backbone), test, task.metric, 16) == pytest.approx(reference["test"], abs=1e-6)

@@ -42,7 +42,6 @@ def test_peft_loads_the_exported_prompt_and_scores_the_label_words_as_we_do(mirr
     spec = ModelSpec.from_config({"name": "tiny", "family": family, "path": str(tiny_models[family])})
     backbone = build_backbone(spec, device="cpu")
     task = experiment.plan(make(mirror, "method=prompt_tuning")).task
-    backbone.set_verbalizer(task.verbalizer)
     examples = [Example({"sentence": s}, i % 2) for i, s in enumerate(["a fine film", "dull and long", "great"])]
     batch = encode_split(examples, task, backbone, 3).batch()
     prompt = load_tensors(run / "prompt.safetensors")[0]["prompt"]
@@ -60,7 +59,7 @@ def test_peft_loads_the_exported_prompt_and_scores_the_label_words_as_we_do(mirr
             start = torch.full((len(batch), 1), base.config.decoder_start_token_id)
             scores = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                            decoder_input_ids=start).logits[:, 0]
-    torch.testing.assert_close(scores[:, backbone.label_ids], ours.float(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(scores[:, batch.verbalizer.ids], ours.float(), atol=1e-5, rtol=1e-5)
 
 
 def test_prompts_peft_cannot_hold_are_refused_with_the_reason(mirror, tiny_models, tmp_path):

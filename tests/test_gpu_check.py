@@ -86,7 +86,6 @@ def test_the_bbtv2_row_measures_both_ways_once_the_option_exists(monkeypatch, sh
     tokenizer = AutoTokenizer.from_pretrained(bench_dfo.ModelSpec.from_config(bench_dfo.MINILM).location)
     task = bench_dfo.sst2()
     backbone = check.build_backbone("t", check.SMALL[shape], tokenizer, torch.device("cpu"))
-    backbone.set_verbalizer(task.verbalizer)
     examples = check.synthetic_examples(tokenizer, 8, seed=0)
     train, dev = (encode_split(part, task, backbone, 4) for part in (examples[:4], examples[4:]))
     row = check.bbtv2_prefix_cache(backbone, task, train, dev, popsize=4, prompt_len=4)

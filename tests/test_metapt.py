@@ -28,7 +28,6 @@ TINY = {"algorithm": "fomaml", "meta_steps": 3, "tasks_per_batch": 2, "batch_siz
 def tiny(tiny_models):
     backbone = backbone_for("masked_lm", tiny_models)
     task = pseudo_labels.sentence_task()
-    backbone.set_verbalizer(task.verbalizer)
     examples = pseudo_labels.pseudo_label(TEXTS, backbone, task, None, 8)
     return backbone, encode_split(examples, task, backbone, 3), [np.arange(0, 8), np.arange(8, 16)]
 

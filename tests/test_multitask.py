@@ -85,7 +85,6 @@ def test_each_row_is_prompted_by_the_shared_prompt_then_its_own_tasks(tiny_model
     backbone = build_backbone(ModelSpec.from_config({"name": "t", "family": "masked_lm", "path": str(tiny_models["masked_lm"])}),
                               device="cpu")
     task = spec("a", ["bad", "great"])
-    backbone.set_verbalizer(task.verbalizer)
     split = encode_split([Example({"s": s}, 0) for s in ["good film", "dull", "a mess", "fine"]], task, backbone, 5)
     split.tasks = [1, 0, 1, 0]
     batch = split.batch()

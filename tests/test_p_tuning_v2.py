@@ -86,7 +86,6 @@ def test_p_tuning_v2_trains_a_prefix_and_head_that_change_the_outputs_and_score_
 
     cfg = make(mirror, *TINY_PTV2)
     task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
-    minilm_backbone.set_verbalizer(task.verbalizer)
     test = encode_split(loading.load_split(task, "test", mirror).examples, task, minilm_backbone, 0)
     scorer = PrefixSolution(prompt=None, tensors=tensors).scorer(minilm_backbone)
     assert score_split(scorer, test, task.metric, 32) == pytest.approx(results["test"], abs=1e-6)
@@ -167,8 +166,7 @@ def test_the_reference_head_is_the_models_pooler_output_through_a_linear_layer_o
     batch = split.batch()
     head, source = reference_head(minilm_backbone)
     assert source == "model"  # MiniLM's BertModel has its pooler
-    with minilm_backbone.using_head(head):
-        ours = minilm_backbone.label_logits(batch)[0]
+    ours = minilm_backbone.label_logits(batch, head=head)[0]
     assert ours.shape == (4, 3)
     # rebuilt from the model's own outputs: BertModel's pooler_output is tanh(dense([CLS] state))
     pooled = minilm_backbone.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).pooler_output
@@ -184,8 +182,7 @@ def test_the_reference_heads_dropout_acts_in_train_mode_only(minilm_backbone):
         head.weight.normal_(0, 1.0)  # big enough for dropped units to show in every logit
 
     def logits():
-        with minilm_backbone.using_head(head):
-            return minilm_backbone.label_logits(batch)[0]
+        return minilm_backbone.label_logits(batch, head=head)[0]
 
     assert not head.training  # built in eval mode: deterministic until the training loop switches it
     first, second = logits(), logits()
@@ -212,7 +209,6 @@ def test_the_prefix_dropout_draws_a_mask_per_example_in_training_and_none_in_eva
     dropout = torch.nn.Dropout(0.5)
     score = prefix_scorer(minilm_backbone, lambda: prefix, None, dropout)
     with torch.no_grad():
-        minilm_backbone.set_verbalizer(("yes", "no", "maybe"))
         dropout.eval()
         plain = score(batch)
         dropout.train()

@@ -35,7 +35,6 @@ def reference_backbone(family, tiny_models):
     spec = ModelSpec.from_config({"name": f"tiny-{family}", "family": family, "path": str(tiny_models[family]),
                                   "label_word_prefix": "", "label_bias": False})
     backbone = build_backbone(spec, device="cpu")
-    backbone.set_verbalizer(TASK.verbalizer)
     return backbone
 
 
@@ -126,12 +125,12 @@ def test_a_zero_prompt_is_the_hard_prompt_of_the_placeholder_words(tiny_models):
 def test_label_words_are_the_bare_words_the_reference_encodes(tiny_models):
     backbone = reference_backbone("causal_lm", tiny_models)  # byte-level BPE: "bad" and " bad" differ
     tokenizer = backbone.tokenizer
-    assert backbone.label_ids.tolist() == [tokenizer.encode(w, add_special_tokens=False)[0] for w in TASK.verbalizer]
+    bare = backbone.verbalizer(TASK.verbalizer).ids.tolist()
+    assert bare == [tokenizer.encode(w, add_special_tokens=False)[0] for w in TASK.verbalizer]
     spaced = build_backbone(ModelSpec.from_config({"name": "t", "family": "causal_lm", "path": str(tiny_models["causal_lm"])}),
-                            device="cpu")
-    spaced.set_verbalizer(TASK.verbalizer)
-    assert spaced.label_ids.tolist() == [tokenizer.encode(" " + w, add_special_tokens=False)[0] for w in TASK.verbalizer]
-    assert spaced.label_ids.tolist() != backbone.label_ids.tolist()
+                            device="cpu").verbalizer(TASK.verbalizer).ids.tolist()
+    assert spaced == [tokenizer.encode(" " + w, add_special_tokens=False)[0] for w in TASK.verbalizer]
+    assert spaced != bare
 
 
 def test_placeholders_that_would_be_special_tokens_are_refused(tiny_models):
@@ -151,7 +150,6 @@ def test_hinge_loss_is_utils_hinge_loss_with_margin_2_summed_over_wrong_classes(
 
 
 def test_projection_std_is_alpha_times_the_embeddings_population_std_over_sqrt_d_sigma(minilm_backbone):
-    minilm_backbone.set_verbalizer(TASK.verbalizer)
     api = BlackBoxAPI(minilm_backbone, encode_split([Example({"sentence": "x"}, 0)], TASK, minilm_backbone, 2), budget=1)
     std_hat = float(np.std(minilm_backbone.word_embeddings.weight.detach().numpy().reshape(-1)))  # bbt.py:283
     assert api.embedding_std == pytest.approx(std_hat, rel=1e-6)
@@ -232,7 +230,6 @@ def test_max_length_bounds_the_text_and_never_cuts_the_prompt(tiny_models):
 def test_added_prompts_scored_as_a_population_equal_one_at_a_time(family, tiny_models):
     spec = {"name": f"tiny-{family}", "family": family, "path": str(tiny_models[family])}
     backbone = build_backbone(ModelSpec.from_config(spec), device="cpu", max_tokens_per_forward=64)  # forces chunks
-    backbone.set_verbalizer(TASK.verbalizer)
     batch = placeholder_batch(backbone) if family != "sentence_encoder" else encode_split(
         [Example({"sentence": s}, 0) for s in SENTENCES], TASK, backbone, placeholders=Placeholders(L, 1000, " .")).batch()
     torch.manual_seed(2)

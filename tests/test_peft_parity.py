@@ -71,7 +71,7 @@ def peft_step(family, folder, backbone, split, init):
     else:
         start = torch.full((len(batch), 1), base.config.decoder_start_token_id)
         scores = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, decoder_input_ids=start).logits[:, 0]
-    loss = F.cross_entropy(scores[:, backbone.label_ids], batch.labels)
+    loss = F.cross_entropy(scores[:, batch.verbalizer.ids], batch.labels)
     loss.backward()
     grad = embedding.grad.detach().clone()
     optimizer = torch.optim.AdamW([embedding], lr=LR, weight_decay=0.0)

@@ -64,7 +64,7 @@ class BlackBoxAPI:
                     rows = keep[lengths[keep] == length]
                     t = self._train
                     self._backbone.label_logits(EncodedBatch(t.input_ids[rows], t.attention_mask[rows],
-                                                             t.target_pos[rows], t.labels[rows]))
+                                                             t.target_pos[rows], t.labels[rows], verbalizer=t.verbalizer))
             self._layer_std = [clipped_std(torch.cat([h.flatten() for h in layer])) for layer in recorded]
         return list(self._layer_std)
 

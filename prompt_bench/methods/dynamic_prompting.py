@@ -57,15 +57,16 @@ def dynamic_scorer(backbone: Backbone, dynamic: DynamicPrompt, base: str, head, 
     def score(batch: EncodedBatch, step: int | None = None) -> Tensor:
         choices = dynamic(pooled(batch), tau_at(step) if step is not None else 1.0, sample=step is not None)
         embeds = backbone.word_embeddings(batch.input_ids)
-        with backbone.using_head(head):
-            if base == "deep":
-                kept = choices.kept()  # [B, L]
-                prefix = (choices.prompts * kept[:, :, None, None, None]).permute(0, 2, 3, 1, 4)  # [B, layers, 2, L, kv]
-                extras = {PREFIX: prefix, PREFIX_MASK: kept.detach() > 0.5}
-                return batch.mask_logits(backbone.row_logits(embeds, batch.attention_mask, batch.target_pos, None, extras))
-            arranged, mask, target, prompt_mask = arrange(embeds, batch.attention_mask, batch.target_pos, choices,
-                                                          backbone.prompt_offset)
-            return batch.mask_logits(backbone.row_logits(arranged, mask, target, prompt_mask))
+        if base == "deep":
+            kept = choices.kept()  # [B, L]
+            prefix = (choices.prompts * kept[:, :, None, None, None]).permute(0, 2, 3, 1, 4)  # [B, layers, 2, L, kv]
+            extras = {PREFIX: prefix, PREFIX_MASK: kept.detach() > 0.5}
+            return batch.mask_logits(backbone.row_logits(embeds, batch.attention_mask, batch.target_pos, None, extras,
+                                                         verbalizer=batch.verbalizer, head=head))
+        arranged, mask, target, prompt_mask = arrange(embeds, batch.attention_mask, batch.target_pos, choices,
+                                                      backbone.prompt_offset)
+        return batch.mask_logits(backbone.row_logits(arranged, mask, target, prompt_mask,
+                                                     verbalizer=batch.verbalizer, head=head))
 
     return score
 

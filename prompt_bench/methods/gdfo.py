@@ -58,7 +58,6 @@ class Student:
 
     def __init__(self, backbone: Backbone, ctx: BlackBoxContext, cfg: dict[str, Any], n_tokens: int, sigma: float):
         self.backbone, self.cfg = backbone, cfg
-        backbone.set_verbalizer(ctx.task.verbalizer)
         self.train = encode_split(ctx.train_examples, ctx.task, backbone, n_tokens, GDFO.placeholders(ctx.method)).batch()
         std = float(backbone.word_embeddings.weight.float().std())
         self.project = RandomProjection(int(ctx.method["intrinsic_dim"]), n_tokens, backbone.hidden_size, std, sigma,

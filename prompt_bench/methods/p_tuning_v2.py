@@ -40,13 +40,12 @@ def prefix_scorer(backbone: Backbone, prefix, head, dropout: torch.nn.Dropout | 
     no_prompt = torch.zeros(1, 0, backbone.hidden_size, device=backbone.device)
 
     def score(batch) -> Tensor:
-        with backbone.using_head(head):
-            if dropout is not None and dropout.training and dropout.p > 0:
-                rows = dropout(prefix()[None].expand(len(batch), -1, -1, -1, -1))
-                embeds = backbone.word_embeddings(batch.input_ids)
-                return batch.mask_logits(backbone.row_logits(embeds, batch.attention_mask, batch.target_pos, None,
-                                                             {PREFIX: rows}))
-            return backbone.label_logits(batch, no_prompt, {PREFIX: prefix()[None]})[0]
+        if dropout is not None and dropout.training and dropout.p > 0:
+            rows = dropout(prefix()[None].expand(len(batch), -1, -1, -1, -1))
+            embeds = backbone.word_embeddings(batch.input_ids)
+            return batch.mask_logits(backbone.row_logits(embeds, batch.attention_mask, batch.target_pos, None,
+                                                         {PREFIX: rows}, verbalizer=batch.verbalizer, head=head))
+        return backbone.label_logits(batch, no_prompt, {PREFIX: prefix()[None]}, head=head)[0]
 
     return score
 

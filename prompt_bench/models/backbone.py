@@ -2,13 +2,19 @@
 
 A family adapter (masked_lm, causal_lm, seq2seq, sentence_encoder) only says how to read class scores
 out of the model's hidden states; inserting the prompts, population batching and chunking live here.
+
+Scoring takes values, the backbone keeps no task state: the label words are a `Verbalizer` the batch carries
+(`Backbone.verbalizer(words)`, usually made by `encode_split`), a trainable head is an argument, and the
+per-row extras a method's hooks read exist only inside the forward they belong to (`rows_scope`).
 """
 
 from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -42,6 +48,51 @@ class RowContext:
     prompt_len: int
 
 
+#: (backbone, rows) of the scoring forward running now; read only through `current_rows`
+_FORWARD: ContextVar[tuple[object, RowContext] | None] = ContextVar("prompt_bench_forward_rows", default=None)
+
+
+@contextmanager
+def rows_scope(backbone: object, context: RowContext) -> Iterator[RowContext]:
+    """Within the block, `current_rows(backbone)` is `context`; afterwards it is what it was before.
+
+    Why a ContextVar and not an attribute of the backbone: hooks (deep prompts, prefixes, thinned networks, the
+    added prompt) are called by the model from deep inside a forward, where we cannot pass them arguments, so
+    they must look the rows up. A value set with a token and reset by the `with` cannot outlive the forward (an
+    exception included), restores the outer rows if a forward runs inside another, is per thread, and cannot be
+    assigned from outside: a hook sees the rows of the forward it is called in, or none.
+    """
+    token = _FORWARD.set((backbone, context))
+    try:
+        yield context
+    finally:
+        _FORWARD.reset(token)
+
+
+def current_rows(backbone: object) -> RowContext | None:
+    """The rows of the forward `backbone` is scoring now (in this thread), None outside one."""
+    current = _FORWARD.get()
+    return current[1] if current is not None and current[0] is backbone else None
+
+
+@dataclass(eq=False)
+class Verbalizer:
+    """A task's label words as one backbone reads them: class c scores as the logit of token `ids[c]` (LMs),
+    or as the similarity to the label word's sentence embedding `embeddings[c]` (sentence encoders).
+
+    A value made by `Backbone.verbalizer` and carried by the encoded split and its batches, never set on the
+    backbone: one backbone scores several tasks (multitask's union, MetaPT's pseudo-labels beside the downstream
+    task) and each batch is read with its own words, with nothing to set up, save or restore between them.
+    """
+
+    words: tuple[str, ...]
+    ids: Tensor  # [C]: vocabulary rows (LMs); 0..C-1 (sentence encoders)
+    embeddings: Tensor | None = None  # [C, d]: L2-normalised mean-pooled label words (sentence encoders)
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+
 @dataclass
 class EncodedBatch:
     """Token ids of templated inputs, right-padded, with the position the label is read from."""
@@ -57,6 +108,8 @@ class EncodedBatch:
     #: placeholder words every row holds at the backbone's prompt offset; a soft prompt is added onto them
     #: (BBT's additive prompt) instead of being inserted. 0: no placeholders
     prompt_slots: int = 0
+    #: the label words the classes are read from (None: only a head can score the batch)
+    verbalizer: Verbalizer | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -89,11 +142,6 @@ class Backbone:
         self.tokenizer = tokenizer
         self.device = device
         self.max_tokens_per_forward = max_tokens_per_forward
-        self.label_ids: Tensor | None = None
-        #: a trainable classification head over `_features` (P-tuning v2's linear head); None: the verbalizer
-        self.head: torch.nn.Module | None = None
-        #: set only while a forward runs; methods' hooks (deep prompts, dropout masks) read it
-        self.row_context: RowContext | None = None
         self._added_prompt_hook = None
 
     # -- what the model looks like -------------------------------------------------------------
@@ -132,8 +180,9 @@ class Backbone:
         model.label_word_prefix="" (the reference's `tokenizer.encode(word, add_special_tokens=False)`)."""
         return self.tokenizer(self.spec.label_word_prefix + word, add_special_tokens=False).input_ids
 
-    # -- task-dependent setup ------------------------------------------------------------------
-    def set_verbalizer(self, words: tuple[str, ...]) -> None:
+    # -- the label words ------------------------------------------------------------------------
+    def verbalizer(self, words: tuple[str, ...]) -> Verbalizer:
+        """`words` as this backbone reads them: each word's first token (a warning if it has more)."""
         ids = []
         for word in words:
             pieces = self.word_ids(word)
@@ -144,7 +193,7 @@ class Backbone:
             from prompt_bench.errors import ConfigError
 
             raise ConfigError(f"label words {list(words)} share a first token on {self.spec.name}: choose distinct words")
-        self.label_ids = torch.tensor(ids, device=self.device)
+        return Verbalizer(tuple(words), torch.tensor(ids, device=self.device))
 
     def encode_text(self, text: str) -> tuple[list[int], int]:
         """Token ids with special tokens, and the index the label is read from."""
@@ -156,15 +205,16 @@ class Backbone:
 
     # -- the hot path ----------------------------------------------------------------------------
     def label_logits(self, batch: EncodedBatch, prompts: Tensor | None = None,
-                     extras: dict[str, Tensor] | None = None) -> Tensor:
-        """Class logits [P, B, C] for each of P prompts [P, L, d] (or [1, B, C] without a prompt).
+                     extras: dict[str, Tensor] | None = None, head: torch.nn.Module | None = None) -> Tensor:
+        """Class logits [P, B, C] for each of P prompts [P, L, d] (or [1, B, C] without a prompt), read with
+        the batch's verbalizer, or by `head` over the family's features if one is given (P-tuning v2's heads).
 
         All P x B prompted sequences go through the model together, in chunks of at most
         `max_tokens_per_forward` tokens, so a whole DFO generation costs a few large forwards. Chunks
         hold examples of similar length, each trimmed to its own longest row: few-shot batches mix
         8- and 45-token sentences, and padding everything to the longest doubled the cost.
         Gradients flow to `prompts` when the caller has them enabled. `extras` are per-prompt tensors
-        (leading dim P) that hooks installed by a method see per row through `row_context`.
+        (leading dim P) that hooks installed by a method see per row through `current_rows(backbone)`.
         """
         if extras and prompts is None:
             raise ValueError("extras are per-prompt: pass prompts with them")
@@ -208,13 +258,13 @@ class Backbone:
                 if prompt_len and self.reads_prompt_positions:
                     prompt_mask = torch.zeros(rows[1].shape, dtype=torch.bool, device=rows[1].device)
                     prompt_mask[:, self.prompt_offset : self.prompt_offset + prompt_len] = True
-                scores = self._scores_in_context(context, *rows, prompt_mask)
+                scores = self._scores_in_context(context, *rows, prompt_mask, batch.verbalizer, head)
                 parts.append(scores.view(n, len(index), -1))
             groups.append(torch.cat(parts, dim=0))
         return batch.mask_logits(torch.cat(groups, dim=1)[:, _inverse(order)])
 
     def _add_prompt(self, module, args, kwargs):
-        context = self.row_context
+        context = current_rows(self)
         if context is None or ADDED_PROMPT not in context.extras:
             return None
         hidden = add_at_prompt(args[0] if args else kwargs["hidden_states"], context.extras[ADDED_PROMPT], context)
@@ -271,9 +321,11 @@ class Backbone:
         return rows_embeds, rows_mask, shifted.repeat(n_prompts)
 
     def row_logits(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None = None,
-                   extras: dict[str, Tensor] | None = None) -> Tensor:
+                   extras: dict[str, Tensor] | None = None, verbalizer: Verbalizer | None = None,
+                   head: torch.nn.Module | None = None) -> Tensor:
         """Class logits [N, C] for N rows a method assembled itself (input embeddings with prompts already
-        in place, e.g. Dynamic Prompting's per-instance arrangement); `extras` are per row.
+        in place, e.g. Dynamic Prompting's per-instance arrangement), read with `verbalizer` or by `head`;
+        `extras` are per row.
 
         As in `label_logits`, rows go through the model in length-sorted chunks of at most
         `max_tokens_per_forward` tokens, each cut after its longest row's last attended token (or its target,
@@ -290,45 +342,37 @@ class Backbone:
             index, width = order[rows], int(sorted_extent[rows.stop - 1])
             context = RowContext({k: v[index] for k, v in extras.items()}, 0, 0)
             parts.append(self._scores_in_context(context, embeds[index, :width].to(self.dtype), mask[index, :width],
-                                                 target[index], None if prompt_mask is None else prompt_mask[index, :width]))
+                                                 target[index], None if prompt_mask is None else prompt_mask[index, :width],
+                                                 verbalizer, head))
         return torch.cat(parts)[_inverse(order)]
 
     def _scores_in_context(self, context: RowContext, embeds: Tensor, mask: Tensor, target: Tensor,
-                           prompt_mask: Tensor | None) -> Tensor:
-        """`_class_scores`, with `context` visible to the method's hooks for this forward only (a hook must
-        never see the rows of an earlier forward, even after an exception)."""
-        self.row_context = context
-        try:
-            return self._class_scores(embeds, mask, target, prompt_mask)
-        finally:
-            self.row_context = None
+                           prompt_mask: Tensor | None, verbalizer: Verbalizer | None,
+                           head: torch.nn.Module | None) -> Tensor:
+        """`_class_scores`, with `context` visible to the method's hooks for this forward only (`rows_scope`)."""
+        if head is None and verbalizer is None:
+            raise ValueError("nothing to read the classes with: encode the split with a verbalizer or pass a head")
+        with rows_scope(self, context):
+            return self._class_scores(embeds, mask, target, prompt_mask, verbalizer, head)
 
-    def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
+    def _class_scores(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None,
+                      verbalizer: Verbalizer | None, head: torch.nn.Module | None) -> Tensor:
         """[N, C] class logits for N prompted sequences; `prompt_mask` [N, T] marks soft-prompt positions."""
-        if getattr(self.head, "reads", None) == "first_token":  # P-tuning v2's reference head: the [CLS] state
+        if getattr(head, "reads", None) == "first_token":  # P-tuning v2's reference head: the [CLS] state
             features = self.encoder_stack()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state[:, 0]
         else:
             features = self._features(embeds, mask, target, prompt_mask)
-        if self.head is not None:
-            return self.head(features.to(next(self.head.parameters()).dtype))
-        return self._verbalize(features)
+        if head is not None:
+            return head(features.to(next(head.parameters()).dtype))
+        return self._verbalize(features, verbalizer)
 
     def _features(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
         """[N, d]: the hidden state the family reads its label from."""
         raise NotImplementedError
 
-    def _verbalize(self, features: Tensor) -> Tensor:
+    def _verbalize(self, features: Tensor, verbalizer: Verbalizer) -> Tensor:
         """[N, C]: the label words' scores given `_features`."""
         raise NotImplementedError
-
-    @contextmanager
-    def using_head(self, head: torch.nn.Module | None):
-        """Within the block, class scores come from `head` over `_features` instead of the verbalizer."""
-        before, self.head = self.head, head
-        try:
-            yield
-        finally:
-            self.head = before
 
     def encoder_stack(self) -> torch.nn.Module:
         """The module whose last hidden state represents the input (the encoder, for seq2seq)."""

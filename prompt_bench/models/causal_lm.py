@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from prompt_bench.models.backbone import Backbone
+from prompt_bench.models.backbone import Backbone, Verbalizer
 
 
 class CausalLMBackbone(Backbone):
@@ -22,5 +22,5 @@ class CausalLMBackbone(Backbone):
         hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         return self._gather(hidden, target)
 
-    def _verbalize(self, features: Tensor) -> Tensor:
-        return self.model.get_output_embeddings()(features)[:, self.label_ids]
+    def _verbalize(self, features: Tensor, verbalizer: Verbalizer) -> Tensor:
+        return self.model.get_output_embeddings()(features)[:, verbalizer.ids]

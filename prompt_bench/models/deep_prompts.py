@@ -3,7 +3,7 @@ positions as they enter that layer (BBTv2's "deep prompt", as txsun1997/Black-Bo
 models/deep_modeling_*.py apply it: `hidden_states + [0, prompt_l, 0]` before layer l runs).
 
 Generic over families: forward pre-hooks on `backbone.transformer_layers()` (the encoder's blocks for
-seq2seq) read per-row layer prompts from `backbone.row_context.extras[DEEP_PROMPT]` ([rows, n_layers,
+seq2seq) read per-row layer prompts from `current_rows(backbone).extras[DEEP_PROMPT]` ([rows, n_layers,
 L, d], expanded from the per-prompt `extras` of `label_logits`), so a whole population with its own
 deep prompts is scored in the same batched forwards as shallow prompts. A block may get its hidden
 states positionally or as the `hidden_states` keyword (transformers 5 passes them positionally for
@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 
 from torch import Tensor
 
-from prompt_bench.models.backbone import Backbone, add_at_prompt
+from prompt_bench.models.backbone import Backbone, add_at_prompt, current_rows
 
 #: the `extras` key deep prompts travel under: [P, n_layers, L, d] per prompt, [rows, n_layers, L, d] per row
 DEEP_PROMPT = "deep_prompt"
@@ -29,7 +29,7 @@ _active: "weakref.WeakSet[Backbone]" = weakref.WeakSet()
 
 def _adder(backbone: Backbone, layer: int) -> Callable:
     def hook(module, args, kwargs):
-        context = backbone.row_context
+        context = current_rows(backbone)
         if context is None or DEEP_PROMPT not in context.extras:
             return None
         positional = len(args) > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from prompt_bench.errors import ModelError
-from prompt_bench.models.backbone import Backbone
+from prompt_bench.models.backbone import Backbone, Verbalizer
 
 
 class MaskedLMBackbone(Backbone):
@@ -33,12 +33,12 @@ class MaskedLMBackbone(Backbone):
         hidden = self.model.base_model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
         return self._gather(hidden, target)
 
-    def _verbalize(self, features: Tensor) -> Tensor:
-        logits = self._head(features.unsqueeze(1))[:, 0, self.label_ids]
+    def _verbalize(self, features: Tensor, verbalizer: Verbalizer) -> Tensor:
+        logits = self._head(features.unsqueeze(1))[:, 0, verbalizer.ids]
         if not self.spec.label_bias:
             # bbt.py:199 replaces RoBERTa's lm_head.bias by zeros; removing it from the label words' logits is
             # the same and leaves the loaded weights untouched
             bias = getattr(self.model.get_output_embeddings(), "bias", None)
             if bias is not None:
-                logits = logits - bias[self.label_ids].to(logits.dtype)
+                logits = logits - bias[verbalizer.ids].to(logits.dtype)
         return logits

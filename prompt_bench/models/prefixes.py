@@ -9,7 +9,7 @@ and values, widens the attention mask to match, and hands over to the model's ow
 (sdpa, or sdpa in place of eager). Prefixes have no position, so the input keeps positions 0..T-1.
 
 `enable_prefixes(backbone)` switches this on once per backbone. Prefixes travel like deep prompts: per prompt in `label_logits(extras={PREFIX: [P, n_layers, 2, L, kv]})`,
-per row in `backbone.row_context.extras`. An optional boolean `PREFIX_MASK` ([P, L] / [rows, L]) hides
+per row in `current_rows(backbone).extras`. An optional boolean `PREFIX_MASK` ([P, L] / [rows, L]) hides
 prefix positions from attention (Dynamic Prompting's per-instance length). Forwards without the key are
 unchanged, so a zero-length prefix, or a fully masked one, gives exactly the model's own outputs.
 """
@@ -17,12 +17,14 @@ unchanged, so a zero-length prefix, or a fully masked one, gives exactly the mod
 from __future__ import annotations
 
 import weakref
+from contextvars import ContextVar
 from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from prompt_bench.models.backbone import Backbone
+from prompt_bench.models.backbone import Backbone, current_rows
 
 PREFIX = "prefix"
 PREFIX_MASK = "prefix_mask"
@@ -49,15 +51,18 @@ class PrefixShape:
 
 
 _sites: "weakref.WeakKeyDictionary[torch.nn.Module, _Site]" = weakref.WeakKeyDictionary()
-_probe: list | None = None  # set while a probe forward records which modules call attention
+#: while `enable_prefixes` probes a model: the list its attention calls are recorded in (module, kv heads, head dim).
+#: A ContextVar set and reset around the probe forward, for the reason `backbone.rows_scope` gives.
+_probe: ContextVar[list | None] = ContextVar("prompt_bench_prefix_probe", default=None)
 
 
 def _attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None, **kwargs):
-    if _probe is not None:
-        _probe.append((module, key.shape[1], key.shape[3]))
+    calls = _probe.get()
+    if calls is not None:
+        calls.append((module, key.shape[1], key.shape[3]))
     site = _sites.get(module)
     backbone = site.backbone() if site is not None else None
-    context = backbone.row_context if backbone is not None else None
+    context = current_rows(backbone) if backbone is not None else None
     if context is not None and PREFIX in context.extras:
         causal = kwargs.get("is_causal")
         causal = bool(getattr(module, "is_causal", False) if causal is None else causal)
@@ -118,20 +123,19 @@ def enable_prefixes(backbone: Backbone) -> PrefixShape:
 
     Without prefixes in a forward the model runs its usual sdpa attention, so leaving this on is free.
     """
-    global _probe
     if backbone in _shapes:
         return _shapes[backbone]
     _register()
     model = backbone.model
     model.set_attn_implementation(_IMPLEMENTATION)
     layers = list(backbone.transformer_layers())
-    _probe = []
+    calls: list = []
+    token = _probe.set(calls)
     try:
         with torch.no_grad():
             backbone.probe_forward()
-        calls = _probe
     finally:
-        _probe = None
+        _probe.reset(token)
     kv_heads = head_dim = 0
     for index, layer in enumerate(layers):
         inside = set(layer.modules())

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from prompt_bench.models.backbone import Backbone
+from prompt_bench.models.backbone import Backbone, Verbalizer
 
 
 class SentenceEncoderBackbone(Backbone):
@@ -18,14 +18,14 @@ class SentenceEncoderBackbone(Backbone):
     def _target_index(self, ids: list[int]) -> int:
         return 0  # unused: the whole sequence is pooled
 
-    def set_verbalizer(self, words: tuple[str, ...]) -> None:
+    def verbalizer(self, words: tuple[str, ...]) -> Verbalizer:
+        """`words` as sentence embeddings: the frozen model's normalised mean over each word's tokens."""
         with torch.no_grad():
             encoded = self.tokenizer(list(words), padding=True, return_tensors="pt").to(self.device)
             states = self.model(**encoded).last_hidden_state
             weights = encoded["attention_mask"].unsqueeze(-1).to(states.dtype)
             pooled = (states * weights).sum(1) / weights.sum(1)
-        self.label_embeddings = F.normalize(pooled, dim=-1)
-        self.label_ids = torch.arange(len(words), device=self.device)
+        return Verbalizer(tuple(words), torch.arange(len(words), device=self.device), F.normalize(pooled, dim=-1))
 
     def _features(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None) -> Tensor:
         states = self.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
@@ -37,5 +37,5 @@ class SentenceEncoderBackbone(Backbone):
         weights = weights.unsqueeze(-1)
         return F.normalize((states * weights).sum(1) / weights.sum(1).clamp(min=1), dim=-1)
 
-    def _verbalize(self, features: Tensor) -> Tensor:
-        return self.spec.similarity_scale * features @ self.label_embeddings.to(features.dtype).T
+    def _verbalize(self, features: Tensor, verbalizer: Verbalizer) -> Tensor:
+        return self.spec.similarity_scale * features @ verbalizer.embeddings.to(features.dtype).T

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from prompt_bench.models.backbone import Backbone
+from prompt_bench.models.backbone import Backbone, Verbalizer
 
 
 class Seq2SeqBackbone(Backbone):
@@ -25,8 +25,8 @@ class Seq2SeqBackbone(Backbone):
         decoded = self.model.get_decoder()(input_ids=start, encoder_hidden_states=encoded, encoder_attention_mask=mask)
         return decoded.last_hidden_state[:, 0]
 
-    def _verbalize(self, features: Tensor) -> Tensor:
+    def _verbalize(self, features: Tensor, verbalizer: Verbalizer) -> Tensor:
         config = self.model.config
         if hasattr(self.model, "model_dim") and getattr(config, "scale_decoder_outputs", config.tie_word_embeddings):
             features = features * self.model.model_dim ** -0.5  # T5 rescales before its (tied) LM head
-        return self.model.get_output_embeddings()(features)[:, self.label_ids]
+        return self.model.get_output_embeddings()(features)[:, verbalizer.ids]

@@ -4,7 +4,7 @@ A thinned network k drops the same units at every call for the whole run (statio
 survivors by 1 / (1 - p), as inverted dropout does. All N networks and all P candidate prompts go through the
 model together: `thinned_logits` repeats each prompt once per network (N x P "virtual prompts", network-major)
 and passes `extras={"network": ids}` to `Backbone.label_logits`, so the hooks installed here read, per row,
-which network the row belongs to (`backbone.row_context.extras["network"]`) and apply that network's mask.
+which network the row belongs to (`current_rows(backbone).extras["network"]`) and apply that network's mask.
 
 Sites (`ThinnedSpec.sites`):
 
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -39,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from prompt_bench.errors import ConfigError, ModelError
-from prompt_bench.models.backbone import Backbone, EncodedBatch
+from prompt_bench.models.backbone import Backbone, EncodedBatch, current_rows
 
 SITES = ("hidden", "attention", "both")
 #: the name our clipped eager attention is registered under in transformers' Attention(Mask)Interface
@@ -104,14 +105,17 @@ def keep_mask(p: float, *parts, device=None) -> Tensor:
 
 
 # -- the clipped attention function ----------------------------------------------------------------------------
-_ACTIVE: list["_Thinning"] = []  # the installation whose forward is running (a stack: at most one in practice)
+#: the installation whose thinned forward is running: a ContextVar set and reset by `_Thinning.installed`, as
+#: `backbone.rows_scope` explains (the attention function is called by the model, so it must look it up)
+_ACTIVE: ContextVar["_Thinning | None"] = ContextVar("prompt_bench_thinning", default=None)
 
 
 def _thinned_attention(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
                        scaling: float | None = None, dropout: float = 0.0, position_bias: Tensor | None = None,
                        softcap: float | None = None, sinks: Tensor | None = None, **kwargs):
     """Eager attention whose softmaxed probabilities are multiplied by each row's network mask."""
-    if not _ACTIVE:
+    thinning = _ACTIVE.get()
+    if thinning is None:
         raise RuntimeError(f"the {ATTENTION_IMPLEMENTATION} attention runs only inside a thinned forward")
     if softcap or sinks is not None:
         raise ModelError(f"{type(module).__name__} uses attention softcapping/sinks, which thinned attention does not "
@@ -131,7 +135,7 @@ def _thinned_attention(module, query: Tensor, key: Tensor, value: Tensor, attent
         else:
             weights = weights + attention_mask
     probs = torch.softmax(weights, dim=-1, dtype=torch.float32).to(query.dtype)
-    probs = _ACTIVE[-1].clip_attention(module, probs)
+    probs = thinning.clip_attention(module, probs)
     output = torch.matmul(probs, value).transpose(1, 2).contiguous()
     return output, probs
 
@@ -207,7 +211,7 @@ class _Thinning:
         self.hidden_calls = self.attention_calls = 0
 
     def _networks(self, n_rows: int) -> Tensor:
-        context = self.backbone.row_context
+        context = current_rows(self.backbone)
         if context is None or "network" not in context.extras:
             raise RuntimeError("a thinned forward needs label_logits(..., extras={'network': ids})")
         ids = context.extras["network"]
@@ -244,7 +248,7 @@ class _Thinning:
     @contextlib.contextmanager
     def installed(self):
         model = self.backbone.model
-        handles, original = [], None
+        handles, original, token = [], None, None
         try:
             if self.spec.hidden:
                 for site, module in enumerate(hidden_sites(self.backbone)):
@@ -257,11 +261,11 @@ class _Thinning:
                 if model.config._attn_implementation != ATTENTION_IMPLEMENTATION:
                     raise ConfigError(f"{self.backbone.spec.name} cannot switch its attention implementation, so its "
                                       "attention probabilities cannot be clipped: use method.sites=hidden")
-            _ACTIVE.append(self)
+            token = _ACTIVE.set(self)
             yield self
         finally:
-            if _ACTIVE and _ACTIVE[-1] is self:
-                _ACTIVE.pop()
+            if token is not None:
+                _ACTIVE.reset(token)
             for handle in handles:
                 handle.remove()
             if original is not None:

@@ -54,31 +54,23 @@ def _pretrain(backbone: Backbone, cfg: Mapping[str, Any], n_tokens: int, folder:
               eval_batch_size: int) -> dict[str, Any]:
     seed = int(cfg["seed"])
     texts = corpus.load_corpus(cfg["corpus"], mirror_root, seed)
-    task = pseudo_labels.sentence_task()
-    downstream_words = backbone.label_ids
-    saved_embeddings = getattr(backbone, "label_embeddings", None)
-    backbone.set_verbalizer(task.verbalizer)
-    try:
-        examples = pseudo_labels.pseudo_label(texts, backbone, task, cfg.get("teacher_prompt"), eval_batch_size)
-        labels = [e.label for e in examples]
-        embed = None
-        if cfg["clustering"] == "kmeans":
-            embedder = backbone if backbone.family == "sentence_encoder" else _packaged_minilm(backbone.device)
-            embed = lambda xs: clustering.sentence_embeddings(xs, embedder, task)  # noqa: E731
-        log.info("pre-training: clustering %d texts into %s groups (%s)", len(texts), cfg["k"], cfg["clustering"])
-        assignment = clustering.cluster(texts, str(cfg["clustering"]), int(cfg["k"]), seed, embed)
-        summary = clustering.write_summary(folder / "clusters.json", texts, assignment, labels)
-        log.info("pre-training corpus: %d texts in %d auxiliary tasks", len(texts), len(summary["clusters"]))
-        split = encode_split(examples, task, backbone, n_tokens)
-        tasks = meta.auxiliary_tasks(assignment, min_size=2)
-        init = initial_prompt(str(cfg["init"]), n_tokens, backbone.word_embeddings.weight, seed)
-        history: list[float] = []
-        prompt = meta.meta_train(backbone, split, tasks, init, cfg, Checkpoint(folder),
-                                 on_step=lambda step, loss: history.append(round(loss, 5)))
-    finally:
-        backbone.label_ids = downstream_words
-        if saved_embeddings is not None:
-            backbone.label_embeddings = saved_embeddings
+    task = pseudo_labels.sentence_task()  # its splits carry its own label words, the downstream task's are untouched
+    examples = pseudo_labels.pseudo_label(texts, backbone, task, cfg.get("teacher_prompt"), eval_batch_size)
+    labels = [e.label for e in examples]
+    embed = None
+    if cfg["clustering"] == "kmeans":
+        embedder = backbone if backbone.family == "sentence_encoder" else _packaged_minilm(backbone.device)
+        embed = lambda xs: clustering.sentence_embeddings(xs, embedder, task)  # noqa: E731
+    log.info("pre-training: clustering %d texts into %s groups (%s)", len(texts), cfg["k"], cfg["clustering"])
+    assignment = clustering.cluster(texts, str(cfg["clustering"]), int(cfg["k"]), seed, embed)
+    summary = clustering.write_summary(folder / "clusters.json", texts, assignment, labels)
+    log.info("pre-training corpus: %d texts in %d auxiliary tasks", len(texts), len(summary["clusters"]))
+    split = encode_split(examples, task, backbone, n_tokens)
+    tasks = meta.auxiliary_tasks(assignment, min_size=2)
+    init = initial_prompt(str(cfg["init"]), n_tokens, backbone.word_embeddings.weight, seed)
+    history: list[float] = []
+    prompt = meta.meta_train(backbone, split, tasks, init, cfg, Checkpoint(folder),
+                             on_step=lambda step, loss: history.append(round(loss, 5)))
     return {"prompt": prompt.cpu(), "n_texts": len(texts), "n_tasks": len(tasks),
             "cluster_sizes": [c["size"] for c in summary["clusters"]],
             "pseudo_label_counts": np.bincount(labels, minlength=len(task.verbalizer)).tolist(),

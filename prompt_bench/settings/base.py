@@ -119,12 +119,12 @@ class Setting:
 
     def prepare(self, task: TaskSpec, data: Data, backbone: Backbone, encoding: Encoding) -> Prepared:
         train_examples = self.train_examples(data, encoding)
-        backbone.set_verbalizer(task.verbalizer)
+        verbalizer = backbone.verbalizer(task.verbalizer)
         if encoding.plain_input:
-            train, dev, test = (encode_plain(split, task, backbone, encoding.prompt_len)
+            train, dev, test = (encode_plain(split, task, backbone, encoding.prompt_len, verbalizer)
                                 for split in (train_examples, data.dev, data.test))
         else:
-            train, dev, test = (encode_split(split, task, backbone, encoding.prompt_len, encoding.placeholders)
+            train, dev, test = (encode_split(split, task, backbone, encoding.prompt_len, encoding.placeholders, verbalizer)
                                 for split in (train_examples, data.dev, data.test))
         notes = list(data.notes)
         truncated = {name: split.truncated for name, split in (("train", train), ("dev", dev), ("test", test))}

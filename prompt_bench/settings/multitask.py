@@ -99,7 +99,8 @@ def _combine(parts: list[tuple[EncodedSplit, list[int], int]], n_union: int) -> 
             tasks += [task] * len(split)
     first = parts[0][0]
     return EncodedSplit(ids, target, labels, groups, first.pad_id, first.device, allowed, tasks,
-                        prompt_slots=first.prompt_slots, truncated=sum(split.truncated for split, _, _ in parts))
+                        prompt_slots=first.prompt_slots, truncated=sum(split.truncated for split, _, _ in parts),
+                        verbalizer=first.verbalizer)
 
 
 def single_task_config(cfg: DictConfig) -> DictConfig:
@@ -132,12 +133,12 @@ class Multitask(Setting):
         """The tasks' splits combined into one union task; each task's test split scored on its own classes."""
         specs = [spec for spec, _ in data]
         union, index = union_task(specs)
-        backbone.set_verbalizer(union.verbalizer)
+        verbalizer = backbone.verbalizer(union.verbalizer)
         extra_tokens = task_tokens(self.cfg)
         prompt_len = encoding.prompt_len + extra_tokens
         per_task, tests, notes, sources = [], {}, [], {}
         for number, ((spec, split_data), to_union) in enumerate(zip(data, index)):
-            train, dev, test = (encode_split(examples, spec, backbone, prompt_len, encoding.placeholders)
+            train, dev, test = (encode_split(examples, spec, backbone, prompt_len, encoding.placeholders, verbalizer)
                                 for examples in (split_data.train, split_data.dev, split_data.test))
             test.tasks = [number] * len(test)
             per_task.append((spec, to_union, train, dev))
