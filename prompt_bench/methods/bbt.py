@@ -35,7 +35,7 @@ class BBT(Method):
         for key in ("intrinsic_dim", "n_prompt_tokens", "eval_every"):
             if int(cfg[key]) <= 0:
                 raise ConfigError(f"method.{key} must be positive, got {cfg[key]}")
-        if float(cfg.get("hinge_margin", 2.0)) < 0:
+        if float(cfg["hinge_margin"]) < 0:
             raise ConfigError(f"method.hinge_margin must be >= 0, got {cfg['hinge_margin']}")
         Placeholders.from_method(cfg)
         chosen = list(cfg.get("dev_candidates") or [])

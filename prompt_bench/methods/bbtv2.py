@@ -139,7 +139,7 @@ class BBTv2(Method):
     @classmethod
     def check(cls, cfg) -> None:
         BBT.check(cfg)
-        if int(cfg.get("generations_per_layer", 1)) <= 0:
+        if int(cfg["generations_per_layer"]) <= 0:
             raise ConfigError(f"method.generations_per_layer must be positive, got {cfg['generations_per_layer']}")
 
     def fit(self, ctx: BlackBoxContext) -> Solution:
@@ -160,7 +160,7 @@ class BBTv2(Method):
             return prompts, {"deep": deep}
 
         search = LayerwiseSearch(ctx.optimizer, n_layers, dim, budget=api.budget, seed=ctx.seed, sigma=float(cfg["sigma"]),
-                                 generations_per_layer=int(cfg.get("generations_per_layer", 1)))
+                                 generations_per_layer=int(cfg["generations_per_layer"]))
         state = run_search(ctx, search, encode, Scoring(ctx, api))
         best_z = torch.from_numpy(state.best_z)
         prompts, extra = encode(best_z[None])

@@ -27,7 +27,7 @@ PROMPTS = ("shared", "shared+task")
 
 def task_tokens(cfg: DictConfig) -> int:
     """Soft tokens each task adds after the shared prompt (`setting.prompt=shared+task`); 0 for one shared prompt."""
-    if str(cfg.setting.name) != "multitask" or str(cfg.setting.get("prompt", "shared")) == "shared":
+    if str(cfg.setting.name) != "multitask" or str(cfg.setting.prompt) == "shared":
         return 0
     return int(cfg.setting.task_tokens)
 
@@ -39,9 +39,9 @@ def task_specs(cfg: DictConfig) -> list[TaskSpec]:
     specs = [conf_files.task_spec(str(name), "setting.tasks") for name in names]
     if str(cfg.setting.mixing) not in MIXING:
         raise ConfigError(f"setting.mixing={cfg.setting.mixing} is not one of {', '.join(MIXING)}")
-    if str(cfg.setting.get("prompt", "shared")) not in PROMPTS:
+    if str(cfg.setting.prompt) not in PROMPTS:
         raise ConfigError(f"setting.prompt={cfg.setting.prompt} is not one of {', '.join(PROMPTS)}")
-    if str(cfg.setting.get("prompt", "shared")) == "shared+task" and int(cfg.setting.task_tokens) <= 0:
+    if str(cfg.setting.prompt) == "shared+task" and int(cfg.setting.task_tokens) <= 0:
         raise ConfigError(f"setting.task_tokens must be positive with setting.prompt=shared+task, got {cfg.setting.task_tokens}")
     if int(cfg.setting.k) <= 0:
         raise ConfigError(f"setting.k must be a positive number of examples per class, got {cfg.setting.k}")
@@ -146,7 +146,7 @@ class Multitask(Setting):
             notes += [f"{spec.name}: {n}" for n in split_data.notes]
             sources.update({f"{spec.name}/{k}": v for k, v in split_data.sources.items()})
         times = repeats([len(t) for _, _, t, _ in per_task], str(self.options.mixing),
-                        float(self.options.get("temperature", 1.0)))
+                        float(self.options.temperature))
         n_union = len(union.labels)
         train = _combine([(train, to_union, r) for (_, to_union, train, _), r in zip(per_task, times)], n_union)
         dev = _combine([(dev, to_union, 1) for (_, to_union, _, dev) in per_task], n_union)
