@@ -15,6 +15,10 @@ Parts run alone with their flags (none given: the speed table above):
             the loss, tell) against population size at a fixed train size and against train-set size at a
             fixed popsize, for MiniLM and SmolLM2, as markdown tables with the time per candidate (where it
             stops falling, population batching stops paying). --quick: fewer sizes, one repeat.
+  --bbtv2-cache  BBTv2 generation time without and with method.prefix_cache (the layers below the searched
+            one run once per generation), on MiniLM (6 layers) and a 12-layer tiny random BERT: one round (one
+            generation per layer, popsize --popsize, SST-2 16-shot), each way --repeats times interleaved; and
+            whether both ways told the search the same losses and ended on the same prompt, bit for bit.
 Prints markdown tables and writes JSON (default outputs/bench/bench_dfo.json, or bench_dfo_<part>.json for
 a part run alone). Ratios only mean something within one run: the machine is shared and noisy.
 """
@@ -377,6 +381,83 @@ def growth_tables(result: dict) -> str:
     return "\n".join(lines)
 
 
+def bbtv2_cache(model_cfg: dict, device: str, popsize: int, prompt_len: int, repeats: int) -> dict:
+    """One BBTv2 round (a generation per layer) without and with method.prefix_cache, `repeats` times each,
+    interleaved: seconds per generation of BBTv2.fit and of its billed train queries alone (what the cache changes;
+    the rest is CMA-ES, the projections and the final dev evaluation), medians; and whether the two ways told the
+    search the same losses and chose the same prompt, bit for bit."""
+    from omegaconf import OmegaConf
+
+    from prompt_bench.methods.bbtv2 import BBTv2, LayerwiseSearch
+
+    task, backbone, train, dev = setup(model_cfg, device, 16, 42, prompt_len)
+    n_layers = len(backbone.transformer_layers())
+    budget = popsize * n_layers
+    defaults = OmegaConf.to_container(OmegaConf.load(ROOT / "conf" / "method" / "bbtv2.yaml"))["method"]
+    times: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    outcome: dict[bool, tuple] = {}
+    original_query, original_tell = BlackBoxAPI.query, LayerwiseSearch.tell
+    for _ in range(repeats):
+        for cached in (False, True):
+            told, query_s = [], [0.0]
+
+            def query(api, *args, **kwargs):
+                start = time.perf_counter()
+                out = original_query(api, *args, **kwargs)
+                _sync(api.device)
+                query_s[0] += time.perf_counter() - start
+                return out
+
+            def tell(search, losses):
+                told.append(list(losses))
+                return original_tell(search, losses)
+
+            method = {**defaults, "loss": "ce", "n_prompt_tokens": prompt_len, "prompt_mode": "insert",
+                      "budget": budget, "eval_every": budget, "checkpoint_every": 10**6, "generations_per_layer": 1,
+                      "prefix_cache": cached}
+            with tempfile.TemporaryDirectory() as tmp:
+                ctx = BlackBoxContext(
+                    task=task, train=train, dev=dev, method=method, optimizer={"name": "cma", "popsize": popsize},
+                    seed=42, tracker=_NullTracker(), checkpoint=Checkpoint(Path(tmp)),
+                    evaluation=Evaluation(dev=lambda scorer: score_split(scorer, dev, task.metric, 64), metric="accuracy"),
+                    blackbox=BlackBoxAPI(backbone, train, budget=budget),
+                )
+                BlackBoxAPI.query, LayerwiseSearch.tell = query, tell
+                try:
+                    start = time.perf_counter()
+                    solution = BBTv2().fit(ctx)
+                    _sync(backbone.device)
+                    fit_s = time.perf_counter() - start
+                finally:
+                    BlackBoxAPI.query, LayerwiseSearch.tell = original_query, original_tell
+            times[cached].append((fit_s / n_layers, query_s[0] / n_layers))
+            outcome[cached] = (told, solution.prompt.detach().cpu(), solution.tensors["deep_prompt"].detach().cpu())
+            print(f"  {model_cfg['name']} prefix_cache={str(cached).lower()}: {fit_s / n_layers:.3f} s per generation "
+                  f"({query_s[0] / n_layers:.3f} s in train queries)", flush=True)
+    # compute of the transformer layers, relative to uncached: generation l runs layers l.. for every candidate
+    # and layers ..l-1 once (the embeddings and the readout, not counted, are the same both ways)
+    expected = sum((n_layers - l) + l / popsize for l in range(n_layers)) / n_layers ** 2
+    median = {c: (statistics.median(t[0] for t in times[c]), statistics.median(t[1] for t in times[c])) for c in times}
+    return {"model": model_cfg["name"], "layers": n_layers, "popsize": popsize, "n_train": len(train),
+            "device": str(backbone.device), "uncached_s": median[False][0], "cached_s": median[True][0],
+            "uncached_query_s": median[False][1], "cached_query_s": median[True][1],
+            "ratio": median[True][0] / median[False][0], "query_ratio": median[True][1] / median[False][1],
+            "expected_layer_compute_ratio": expected,
+            "same_losses": outcome[False][0] == outcome[True][0],
+            "same_prompt": bool(torch.equal(outcome[False][1], outcome[True][1])
+                                and torch.equal(outcome[False][2], outcome[True][2]))}
+
+
+def bbtv2_cache_table(rows: list[dict]) -> str:
+    lines = ["| model | layers | generation, uncached (s) | generation, cached (s) | cached / uncached | train queries "
+             "cached / uncached | layer compute cached / uncached (expected) | same losses and prompt |", "|" + "---|" * 8]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['layers']} | {r['uncached_s']:.3f} | {r['cached_s']:.3f} | {r['ratio']:.2f} | "
+                     f"{r['query_ratio']:.2f} | {r['expected_layer_compute_ratio']:.2f} | "
+                     f"{'yes' if r['same_losses'] and r['same_prompt'] else 'NO'} |")
+    return "\n".join(lines)
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -394,6 +475,8 @@ def main() -> None:
     parser.add_argument("--rank", action="store_true", help="fp32 vs bf16 candidate rankings on MiniLM")
     parser.add_argument("--rank-generations", type=int, default=5, help="--rank: generations compared (the first is generation 1)")
     parser.add_argument("--growth", action="store_true", help="generation time against popsize and train-set size")
+    parser.add_argument("--bbtv2-cache", action="store_true",
+                        help="BBTv2 generation time without and with method.prefix_cache (MiniLM, 12-layer tiny BERT)")
     parser.add_argument("--growth-models", default="minilm,smollm2", help="--growth: comma-separated, of minilm, smollm2")
     parser.add_argument("--popsizes", type=_ints, default=None, help="--growth: default 1,5,10,20,40")
     parser.add_argument("--train-sizes", type=_ints, default=None, help="--growth: default 16,32,64,128")
@@ -413,9 +496,9 @@ def main() -> None:
         args.rank_generations = min(args.rank_generations, 2)
     if args.threads:
         torch.set_num_threads(args.threads)
-    parts = [p for p in ("speed", "rank", "growth") if getattr(args, p)] or ["speed"]
+    parts = [p for p in ("speed", "rank", "growth", "bbtv2_cache") if getattr(args, p)] or ["speed"]
     if args.out is None:
-        suffix = "" if parts == ["speed"] or len(parts) == 3 else "_" + "_".join(parts)
+        suffix = "" if parts == ["speed"] or len(parts) == 4 else "_" + "_".join(parts)
         args.out = ROOT / "outputs" / "bench" / f"bench_dfo{suffix}.json"
     unknown = set(args.growth_models.split(",")) - set(GROWTH_MODELS)
     if unknown:
@@ -440,6 +523,15 @@ def main() -> None:
                             args.growth_train, args.prompt_len, args.growth_repeats)
             report["growth"].append(result)
             print("\n" + growth_tables(result) + "\n", flush=True)
+    if "bbtv2_cache" in parts:
+        print(f"## BBTv2 generation without and with the prefix cache (SST-2 16-shot, popsize {args.popsize}, "
+              f"{args.prompt_len} prompt tokens, one round, median of {args.repeats})\n", flush=True)
+        report["bbtv2_cache"] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            deep_bert = random_bert(Path(tmp) / "bert-12", "tiny-bert-12l", hidden=64, layers=12, heads=2, max_positions=256)
+            for model_cfg in (MINILM, deep_bert):
+                report["bbtv2_cache"].append(bbtv2_cache(model_cfg, args.device, args.popsize, args.prompt_len, args.repeats))
+        print("\n" + bbtv2_cache_table(report["bbtv2_cache"]) + "\n", flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"\nwritten to {args.out}")

@@ -13,6 +13,12 @@ with z_l = 0 for l >= 1 BBTv2 is BBT; the hidden-state statistics come from the 
 (`api.layer_hidden_std()`, prompt-free, real tokens only); the whole budget is spent (deepbbt.py stops
 after the last complete round); each layer's search and projection has its own seed; dev selection is
 BBT's (best dev score among the searches' recommendation and the best-train candidate).
+
+Shared prefix (method.prefix_cache): while layer l is searched, every candidate of a generation holds the other
+layers at their incumbents, so the hidden states entering layer l on the training batch are the same for all of
+them; the API then runs the embeddings and layers 0..l-1 once per chunk of examples and only layers l.. per
+candidate (`BlackBoxAPI.query(prefix_cache=True)`, `Backbone.label_logits(shared_layers=l)`). Each candidate is
+still billed one call; the losses are the uncached ones bit for bit on one CPU thread (tests/test_bbtv2_prefix_cache.py).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from prompt_bench.config_values import flag
 from prompt_bench.errors import ConfigError
 from prompt_bench.methods.base import BlackBoxContext, Method, Solution
 from prompt_bench.methods.bbt import BBT
@@ -125,6 +132,14 @@ class DeepPromptSolution(Solution):
         return score
 
 
+class PrefixCachedScoring(Scoring):
+    """Scoring whose train queries let the API compute the layers every candidate shares once (method.prefix_cache)."""
+
+    def train(self, prompts: Tensor, extra: dict[str, Tensor], z: np.ndarray, generation: int) -> tuple[Tensor, Tensor]:
+        logits = self.api.query(prompts, **extra, prefix_cache=True)
+        return self.loss(logits), (logits.argmax(-1) == self.api.train_labels).float().mean(1)
+
+
 class BBTv2(Method):
     access = "black_box"
 
@@ -141,6 +156,7 @@ class BBTv2(Method):
         BBT.check(cfg)
         if int(cfg["generations_per_layer"]) <= 0:
             raise ConfigError(f"method.generations_per_layer must be positive, got {cfg['generations_per_layer']}")
+        flag("method.prefix_cache", cfg.get("prefix_cache", True))
 
     def fit(self, ctx: BlackBoxContext) -> Solution:
         cfg, api = ctx.method, ctx.blackbox
@@ -161,7 +177,8 @@ class BBTv2(Method):
 
         search = LayerwiseSearch(ctx.optimizer, n_layers, dim, budget=api.budget, seed=ctx.seed, sigma=float(cfg["sigma"]),
                                  generations_per_layer=int(cfg["generations_per_layer"]))
-        state = run_search(ctx, search, encode, Scoring(ctx, api))
+        scoring = PrefixCachedScoring(ctx, api) if flag("method.prefix_cache", cfg["prefix_cache"]) else Scoring(ctx, api)
+        state = run_search(ctx, search, encode, scoring)
         best_z = torch.from_numpy(state.best_z)
         prompts, extra = encode(best_z[None])
         return DeepPromptSolution(

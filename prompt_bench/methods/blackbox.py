@@ -90,33 +90,38 @@ class BlackBoxAPI:
         return n_prompts * (1 if thinned is None else int(thinned.n_networks))
 
     @torch.no_grad()
-    def query(self, prompts: Tensor, deep: Tensor | None = None, thinned: ThinnedSpec | None = None) -> Tensor:
+    def query(self, prompts: Tensor, deep: Tensor | None = None, thinned: ThinnedSpec | None = None,
+              prefix_cache: bool = False) -> Tensor:
         """Train-set class logits [P, B, C] for P prompts [P, L, d]; costs P API calls.
 
         `deep` [P, n_layers, L, d]: per-layer prompts, deep[:, l] added to the hidden states at the
         prompt positions as they enter layer l (BBTv2); a candidate with its deep prompt is still one call.
         `thinned`: score every prompt on each of the spec's N thinned networks instead of the full model:
         logits [N, P, B, C], costing N x P calls (see `price`).
+        `prefix_cache`: the service's own saving, invisible in the logits and the bill: when every candidate has
+        the same input prompt and the same deep prompts below some layer l (bit for bit; `shared_prefix`), the
+        layers below l run once for all of them (`Backbone.label_logits(shared_layers=l)`).
         """
         self._check_thinned(deep, thinned)
         self.bill(self.price(prompts.shape[0], thinned))
         if thinned is not None:
             return thinned_logits(self._backbone, self._train, prompts, thinned)
-        return self._logits(self._train, prompts, deep)
+        return self._logits(self._train, prompts, deep, shared_prefix(prompts, deep) if prefix_cache else 0)
 
     @staticmethod
     def _check_thinned(deep: Tensor | None, thinned: ThinnedSpec | None) -> None:
         if thinned is not None and deep is not None:
             raise ValueError("thinned networks do not take deep prompts")
 
-    def _logits(self, batch: EncodedBatch, prompts: Tensor | None, deep: Tensor | None) -> Tensor:
+    def _logits(self, batch: EncodedBatch, prompts: Tensor | None, deep: Tensor | None, shared_layers: int = 0) -> Tensor:
         if deep is None:
             return self._backbone.label_logits(batch, prompts)
         if prompts is None or deep.shape != (prompts.shape[0], self.num_layers, *prompts.shape[1:]):
             raise ValueError(f"deep prompts must be [P, {self.num_layers}, L, d] for prompts [P, L, d], got "
                              f"{tuple(deep.shape)} for {None if prompts is None else tuple(prompts.shape)}")
         with deep_prompt_hooks(self._backbone):
-            return self._backbone.label_logits(batch, prompts, extras={DEEP_PROMPT: deep.to(self.device)})
+            return self._backbone.label_logits(batch, prompts, extras={DEEP_PROMPT: deep.to(self.device)},
+                                               shared_layers=shared_layers)
 
     @torch.no_grad()
     def score(self, batch: EncodedBatch, prompt: Tensor | None, deep: Tensor | None = None,
@@ -131,3 +136,19 @@ class BlackBoxAPI:
         self.eval_calls += 1
         return self._logits(batch, None if prompt is None else prompt.unsqueeze(0),
                             None if deep is None else deep.unsqueeze(0))[0]
+
+
+def shared_prefix(prompts: Tensor, deep: Tensor | None) -> int:
+    """How many transformer layers compute the same thing for every candidate: the first layer l whose deep prompt
+    differs between candidates (layer 0: the input prompt), or n_layers when none does; 0 for a single candidate
+    or without deep prompts. Compared bit for bit (0.0 and -0.0 differ), so sharing never changes a result."""
+    if deep is None or prompts.shape[0] < 2:
+        return 0
+
+    def same(values: Tensor) -> bool:
+        raw = values.detach().contiguous().view(torch.uint8)
+        return bool((raw == raw[:1]).all())
+
+    if not (same(prompts) and same(deep[:, 0])):
+        return 0
+    return next((layer for layer in range(1, deep.shape[1]) if not same(deep[:, layer])), deep.shape[1])

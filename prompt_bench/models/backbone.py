@@ -205,7 +205,8 @@ class Backbone:
 
     # -- the hot path ----------------------------------------------------------------------------
     def label_logits(self, batch: EncodedBatch, prompts: Tensor | None = None,
-                     extras: dict[str, Tensor] | None = None, head: torch.nn.Module | None = None) -> Tensor:
+                     extras: dict[str, Tensor] | None = None, head: torch.nn.Module | None = None,
+                     shared_layers: int = 0) -> Tensor:
         """Class logits [P, B, C] for each of P prompts [P, L, d] (or [1, B, C] without a prompt), read with
         the batch's verbalizer, or by `head` over the family's features if one is given (P-tuning v2's heads).
 
@@ -215,9 +216,17 @@ class Backbone:
         8- and 45-token sentences, and padding everything to the longest doubled the cost.
         Gradients flow to `prompts` when the caller has them enabled. `extras` are per-prompt tensors
         (leading dim P) that hooks installed by a method see per row through `current_rows(backbone)`.
+
+        `shared_layers` k > 0: the caller guarantees that the first k transformer layers compute the same thing for
+        every prompt (the same input prompt, and extras that those layers' hooks read equal to prompt 0's, e.g. a
+        BBTv2 generation searching layer k). Then, per chunk of examples, the embeddings and layers 0..k-1 run once
+        on prompt 0's rows and every prompt continues from their output (`_shared_prefix`): the same chunks, widths
+        and per-row arithmetic, without computing the shared prefix P times.
         """
         if extras and prompts is None:
             raise ValueError("extras are per-prompt: pass prompts with them")
+        if not 0 <= shared_layers <= len(self.transformer_layers()):
+            raise ValueError(f"shared_layers must be in 0..{len(self.transformer_layers())}, got {shared_layers}")
         n_prompts = 1 if prompts is None else prompts.shape[0]
         prompt_len = 0 if prompts is None else prompts.shape[1]
         if prompts is not None:
@@ -241,8 +250,8 @@ class Backbone:
             width = int(sorted_lengths[examples.stop - 1])
             embeds = self.word_embeddings(batch.input_ids[index, :width])
             mask, target = batch.attention_mask[index, :width], batch.target_pos[index]
-            parts = []
-            for chunk in prompt_slices:
+
+            def forward(chunk: slice, prefix=None) -> Tensor:
                 n = chunk.stop - chunk.start
                 if prompts is None:
                     rows = (embeds, mask, target)
@@ -258,10 +267,64 @@ class Backbone:
                 if prompt_len and self.reads_prompt_positions:
                     prompt_mask = torch.zeros(rows[1].shape, dtype=torch.bool, device=rows[1].device)
                     prompt_mask[:, self.prompt_offset : self.prompt_offset + prompt_len] = True
-                scores = self._scores_in_context(context, *rows, prompt_mask, batch.verbalizer, head)
-                parts.append(scores.view(n, len(index), -1))
-            groups.append(torch.cat(parts, dim=0))
+                if prefix == "compute":
+                    return self._prefix_output(shared_layers, context, *rows, prompt_mask, batch.verbalizer, head)
+                with self._prefix_replayed(shared_layers, prefix, n):
+                    return self._scores_in_context(context, *rows, prompt_mask, batch.verbalizer, head).view(n, len(index), -1)
+
+            prefix = forward(slice(0, 1), "compute") if shared_layers and n_prompts > 1 else None
+            groups.append(torch.cat([forward(chunk, prefix) for chunk in prompt_slices], dim=0))
         return batch.mask_logits(torch.cat(groups, dim=1)[:, _inverse(order)])
+
+    # -- a prefix shared by every prompt (`label_logits(shared_layers=k)`) ---------------------------------------
+    def _prefix_output(self, k: int, context: RowContext, *rows) -> object:
+        """What transformer layer k-1 returns for one prompt's rows: the forward runs up to it and stops."""
+        captured = []
+
+        def stop(module, args, output):
+            captured.append(output)
+            raise _PrefixDone
+
+        handle = self.transformer_layers()[k - 1].register_forward_hook(stop)
+        try:
+            self._scores_in_context(context, *rows)
+        except _PrefixDone:
+            pass
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f"layer {k - 1} of {self.spec.name} did not run in the scoring forward")
+        return captured[0]
+
+    @contextmanager
+    def _prefix_replayed(self, k: int, prefix: object, n: int) -> Iterator[None]:
+        """Within the block, layers 0..k-1 do not compute: each returns `prefix` (layer k-1's output for one
+        prompt's rows) repeated for n prompts, so layer k receives exactly what the full forward would give it.
+        Their pre-hooks and the embeddings still run (cheap; their results are not used past layer k-1).
+        A block returns its hidden states alone or first in a tuple; the other members (T5's relative position
+        bias, [1, heads, T, T]) do not depend on the rows and are passed on as they are."""
+        if prefix is None:
+            yield
+            return
+        if isinstance(prefix, Tensor):
+            output = prefix.repeat(n, *[1] * (prefix.dim() - 1))
+        elif isinstance(prefix, tuple) and isinstance(prefix[0], Tensor):
+            output = (prefix[0].repeat(n, *[1] * (prefix[0].dim() - 1)), *prefix[1:])
+        else:
+            raise NotImplementedError(f"a transformer block of {self.spec.name} returns {type(prefix).__name__}, "
+                                      "not hidden states (alone or first in a tuple): no shared prefix for it")
+        layers = list(self.transformer_layers())[:k]
+        saved = [layer.__dict__.get("forward") for layer in layers]  # a forward someone else set on the instance
+        for layer in layers:
+            layer.forward = lambda *args, **kwargs: output
+        try:
+            yield
+        finally:
+            for layer, forward in zip(layers, saved):
+                if forward is None:
+                    del layer.forward
+                else:
+                    layer.forward = forward
 
     def _add_prompt(self, module, args, kwargs):
         context = current_rows(self)
@@ -392,6 +455,10 @@ class Backbone:
 
     def _gather(self, hidden: Tensor, target: Tensor) -> Tensor:
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), target]
+
+
+class _PrefixDone(Exception):
+    """Ends a forward once the shared prefix's last layer has run (`Backbone._prefix_output`)."""
 
 
 def _inverse(order: Tensor) -> Tensor:
