@@ -119,3 +119,42 @@ def declared_kinds() -> dict[str, set[str]]:
                 continue
             kinds.setdefault(key, set()).add(type(value).__name__)
     return kinds
+
+
+class Section(dict):
+    """A config section (`method`, `optimizer`) with every value in the type conf/ declares for its key, read as
+    `cfg.budget` or `cfg["budget"]`. Built once where a run hands the section to a method, so the method reads
+    typed values instead of casting each one where it uses it. A dict, so it serialises as the plain config."""
+
+    def __init__(self, values: dict[str, Any], path: str):
+        declared = declared_kinds()
+        super().__init__({key: _typed(f"{path}.{key}", value, declared) for key, value in values.items()})
+        self.__dict__["_path"] = path
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"{self._path} has no key '{name}'") from None
+
+
+def section(values: dict[str, Any] | None, path: str) -> Section:
+    """`values` as a typed Section (already one: returned as it is)."""
+    if isinstance(values, Section):
+        return values
+    return Section(dict(values or {}), path)
+
+
+def _typed(key: str, value: Any, declared: dict[str, set[str]]) -> Any:
+    if isinstance(value, dict):
+        return Section(value, key)
+    kinds = declared.get(key) or ({NULL_DEFAULTS[key]} if key in NULL_DEFAULTS else set())
+    if value is None or isinstance(value, (list, tuple)):
+        return value
+    if kinds == {"bool"}:
+        return flag(key, value)
+    if kinds == {"int"} and not isinstance(value, bool):
+        return int(value)
+    if kinds and kinds <= {"int", "float"} and not isinstance(value, bool):
+        return float(value)
+    return value

@@ -77,7 +77,7 @@ def plan(cfg: DictConfig) -> Plan:
     config_schema.check(cfg)
     task = TaskSpec.from_config(OmegaConf.to_container(cfg.task, resolve=True))
     model = ModelSpec.from_config(OmegaConf.to_container(cfg.model, resolve=True))
-    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
+    method_cfg = config_schema.section(OmegaConf.to_container(cfg.method, resolve=True), "method")
     method_cls = method_class(str(cfg.method.name))
     if method_cls.access in _OPTIMIZER_FOR_ACCESS:
         kind, fix = _OPTIMIZER_FOR_ACCESS[method_cls.access]

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from prompt_bench.batching import EncodedSplit
 from prompt_bench.checkpoint import Checkpoint
+from prompt_bench import config_schema
 from prompt_bench.errors import PromptBenchError
 from prompt_bench.methods.blackbox import BlackBoxAPI
 from prompt_bench.models.backbone import Backbone, EncodedBatch
@@ -46,13 +47,18 @@ class FitContext:
     task: TaskSpec
     train: EncodedSplit
     dev: EncodedSplit
-    method: dict[str, Any]  # the resolved `method` config
-    optimizer: dict[str, Any]  # the resolved `optimizer` config
+    method: config_schema.Section  # the resolved `method` config, typed as conf/ declares it
+    optimizer: config_schema.Section  # the resolved `optimizer` config, typed
     seed: int
     tracker: Tracker
     checkpoint: Checkpoint
     evaluation: Evaluation
     files: RunFiles = field(default_factory=RunFiles)
+
+    def __post_init__(self):
+        # typed once here, so a method reads cfg.budget as an int instead of casting where it uses it
+        self.method = config_schema.section(self.method, "method")
+        self.optimizer = config_schema.section(self.optimizer, "optimizer")
 
 
 @dataclass

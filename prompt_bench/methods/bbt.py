@@ -49,15 +49,15 @@ class BBT(Method):
 
     def fit(self, ctx: BlackBoxContext) -> Solution:
         cfg, api = ctx.method, ctx.blackbox
-        dim, n_tokens = int(cfg["intrinsic_dim"]), int(cfg["n_prompt_tokens"])
+        dim, n_tokens = cfg.intrinsic_dim, cfg.n_prompt_tokens
         project = RandomProjection(
-            dim, n_tokens, api.hidden_size, api.embedding_std, sigma=float(cfg["sigma"]),
-            alpha=float(cfg["alpha"]), seed=ctx.seed, device=api.device,
+            dim, n_tokens, api.hidden_size, api.embedding_std, sigma=cfg.sigma,
+            alpha=cfg.alpha, seed=ctx.seed, device=api.device,
         )
         scoring = self._scoring(ctx, api)
         # the optimizer's budget is in candidates (NGOpt picks its algorithm by it), not API calls
         search = make_search(ctx.optimizer, dim, budget=api.budget // scoring.calls_per_candidate, seed=ctx.seed,
-                             sigma=float(cfg["sigma"]))
+                             sigma=cfg.sigma)
         state = run_search(ctx, search, lambda z: (project(z), {}), scoring)
         best_z = torch.from_numpy(state.best_z)
         return Solution(

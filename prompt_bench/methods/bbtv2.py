@@ -160,11 +160,11 @@ class BBTv2(Method):
 
     def fit(self, ctx: BlackBoxContext) -> Solution:
         cfg, api = ctx.method, ctx.blackbox
-        dim, n_tokens, n_layers = int(cfg["intrinsic_dim"]), int(cfg["n_prompt_tokens"]), api.num_layers
+        dim, n_tokens, n_layers = cfg.intrinsic_dim, cfg.n_prompt_tokens, api.num_layers
         stds = [api.embedding_std, *api.layer_hidden_std()[1:]]
         projections = [
-            RandomProjection(dim, n_tokens, api.hidden_size, std, sigma=float(cfg["sigma"]),
-                             alpha=float(cfg["alpha"]), seed=layer_seed(ctx.seed, layer), device=api.device)
+            RandomProjection(dim, n_tokens, api.hidden_size, std, sigma=cfg.sigma,
+                             alpha=cfg.alpha, seed=layer_seed(ctx.seed, layer), device=api.device)
             for layer, std in enumerate(stds)
         ]
 
@@ -175,8 +175,8 @@ class BBTv2(Method):
             deep = torch.stack([torch.zeros_like(prompts), *(projections[l](z[:, l]) for l in range(1, n_layers))], dim=1)
             return prompts, {"deep": deep}
 
-        search = LayerwiseSearch(ctx.optimizer, n_layers, dim, budget=api.budget, seed=ctx.seed, sigma=float(cfg["sigma"]),
-                                 generations_per_layer=int(cfg["generations_per_layer"]))
+        search = LayerwiseSearch(ctx.optimizer, n_layers, dim, budget=api.budget, seed=ctx.seed, sigma=cfg.sigma,
+                                 generations_per_layer=cfg.generations_per_layer)
         scoring = PrefixCachedScoring(ctx, api) if flag("method.prefix_cache", cfg["prefix_cache"]) else Scoring(ctx, api)
         state = run_search(ctx, search, encode, scoring)
         best_z = torch.from_numpy(state.best_z)

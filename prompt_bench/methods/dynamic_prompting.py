@@ -126,7 +126,7 @@ class DynamicPrompting(Method):
     def fit(self, ctx: WhiteBoxContext) -> Solution:
         cfg, backbone = ctx.method, ctx.backbone
         torch.manual_seed(ctx.seed)
-        n_tokens, pool_size = int(cfg["n_prompt_tokens"]), int(cfg["pool_size"])
+        n_tokens, pool_size = cfg.n_prompt_tokens, cfg.pool_size
         if cfg["base"] == "deep":
             shape = enable_prefixes(backbone)
             # each pool member starts as its own P-tuning v2 prefix table, in [L, n_layers, 2, kv] layout
@@ -149,8 +149,8 @@ class DynamicPrompting(Method):
         every = int(tau["every"])  # DPT anneals once per accumulation round of 4 optimizer steps
         tau_at = lambda step: temperature(step // every, float(tau["start"]), float(tau["floor"]), float(tau["rate"]))  # noqa: E731
         score = dynamic_scorer(backbone, dynamic, str(cfg["base"]), head, PooledCache(backbone), tau_at)
-        best, summary = train(ctx, params, score, max_steps=int(cfg["max_steps"]),
-                              batch_size=int(cfg["batch_size"]), eval_every=int(cfg["eval_every"]),
+        best, summary = train(ctx, params, score, max_steps=cfg.max_steps,
+                              batch_size=cfg.batch_size, eval_every=cfg.eval_every,
                               train_scorer=score)
         tensors = {name: value.detach().float().cpu() for name, value in best.items()}
         meta = {**summary, "base": cfg["base"], "modes": list(modes), "pool_selector": str(dp["pool_selector"]),

@@ -30,9 +30,9 @@ class FineTuning(Method):
             ctx,
             params,
             lambda batch: backbone.label_logits(batch, None)[0],
-            max_steps=int(ctx.method["max_steps"]),
-            batch_size=int(ctx.method["batch_size"]),
-            eval_every=int(ctx.method["eval_every"]),
+            max_steps=ctx.method.max_steps,
+            batch_size=ctx.method.batch_size,
+            eval_every=ctx.method.eval_every,
         )
         with torch.no_grad():
             for name, p in params.items():

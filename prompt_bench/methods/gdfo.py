@@ -60,8 +60,8 @@ class Student:
         self.backbone, self.cfg = backbone, cfg
         self.train = encode_split(ctx.train_examples, ctx.task, backbone, n_tokens, GDFO.placeholders(ctx.method)).batch()
         std = float(backbone.word_embeddings.weight.float().std())
-        self.project = RandomProjection(int(ctx.method["intrinsic_dim"]), n_tokens, backbone.hidden_size, std, sigma,
-                                        float(ctx.method["alpha"]), seed=ctx.seed + 7919, device=backbone.device)
+        self.project = RandomProjection(ctx.method.intrinsic_dim, n_tokens, backbone.hidden_size, std, sigma,
+                                        ctx.method.alpha, seed=ctx.seed + 7919, device=backbone.device)
         for p in backbone.model.parameters():
             p.requires_grad_(False)
         blocks = backbone.transformer_layers()
@@ -219,10 +219,10 @@ class GDFO(BBT):
         cfg, api, g = ctx.method, ctx.blackbox, dict(ctx.method["gdfo"], seed=ctx.seed)
         if ctx.train_examples is None:
             raise ConfigError("GDFO needs the train examples as text to encode them for its student")
-        dim, n_tokens = int(cfg["intrinsic_dim"]), int(cfg["n_prompt_tokens"])
-        sigma = float(ctx.method["sigma"])
+        dim, n_tokens = cfg.intrinsic_dim, cfg.n_prompt_tokens
+        sigma = ctx.method.sigma
         teacher_projection = RandomProjection(dim, n_tokens, api.hidden_size, api.embedding_std, sigma=sigma,
-                                              alpha=float(cfg["alpha"]), seed=ctx.seed, device=api.device)
+                                              alpha=cfg.alpha, seed=ctx.seed, device=api.device)
         torch.manual_seed(ctx.seed)
         student_backbone = build_backbone(student_spec(g), device=str(api.device))
         if g.get("student_depth"):

@@ -35,7 +35,7 @@ class MetaPT(PromptTuning):
     def fit(self, ctx: WhiteBoxContext) -> Solution:
         if ctx.files.cache_dir is None:
             raise ConfigError("MetaPT needs a cache folder for its pre-trained prompt (run it through prompt-bench)")
-        path, facts = pretrained_prompt(ctx.backbone, ctx.method["pretrain"], int(ctx.method["n_prompt_tokens"]),
+        path, facts = pretrained_prompt(ctx.backbone, ctx.method["pretrain"], ctx.method.n_prompt_tokens,
                                         ctx.files.cache_dir, ctx.files.mirror_root, ctx.evaluation.batch_size)
         if ctx.files.run_dir is not None and facts.get("clusters_file") and Path(facts["clusters_file"]).is_file():
             shutil.copyfile(facts["clusters_file"], ctx.files.run_dir / "clusters.json")  # what the auxiliary tasks were

@@ -81,10 +81,10 @@ class PTuningV2(Method):
         cfg, backbone = ctx.method, ctx.backbone
         torch.manual_seed(ctx.seed)
         shape = enable_prefixes(backbone)
-        encoder = PrefixEncoder(shape, int(cfg["n_prompt_tokens"]), backbone.hidden_size,
-                                bool(cfg["prefix_projection"]), int(cfg["prefix_hidden_size"]), ctx.seed,
-                                float(cfg["prefix_init_std"])).to(backbone.device)
-        drop = float(cfg["dropout"])
+        encoder = PrefixEncoder(shape, cfg.n_prompt_tokens, backbone.hidden_size,
+                                cfg.prefix_projection, cfg.prefix_hidden_size, ctx.seed,
+                                cfg.prefix_init_std).to(backbone.device)
+        drop = cfg.dropout
         head, pooled_from = None, None
         if cfg["head"] == "reference" and backbone.family in ("masked_lm", "sentence_encoder"):
             weight, bias, pooled_from = pooler_weights(backbone, ctx.seed)
@@ -98,8 +98,8 @@ class PTuningV2(Method):
             params.update({f"head.{n}": p for n, p in head.named_parameters()})
         modules = [prefix_dropout] + ([head] if head is not None else [])
         best, summary = train(ctx, params, prefix_scorer(backbone, encoder, head, prefix_dropout),
-                              max_steps=int(cfg["max_steps"]), batch_size=int(cfg["batch_size"]),
-                              eval_every=int(cfg["eval_every"]), train_modules=modules)
+                              max_steps=cfg.max_steps, batch_size=cfg.batch_size,
+                              eval_every=cfg.eval_every, train_modules=modules)
         with torch.no_grad():
             for name, value in params.items():
                 value.copy_(best[name])
@@ -109,7 +109,7 @@ class PTuningV2(Method):
                 tensors.update({"head.pooler_weight": head.pooler_weight.detach().float().cpu(),
                                 "head.pooler_bias": head.pooler_bias.detach().float().cpu()})
         meta = {**summary, "prefix_shape": list(tensors["prefix"].shape), "head": cfg["head"],
-                "prefix_projection": bool(cfg["prefix_projection"]), "dropout": drop,
+                "prefix_projection": cfg.prefix_projection, "dropout": drop,
                 "model_dropout": bool(cfg.get("model_dropout")), **({"pooler": pooled_from} if pooled_from else {})}
         return PrefixSolution(prompt=None, tensors=tensors, meta=meta, budget_used=summary["steps"])
 

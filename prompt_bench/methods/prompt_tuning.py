@@ -31,7 +31,7 @@ class PromptTuning(Method):
 
     def fit(self, ctx: WhiteBoxContext) -> Solution:
         cfg, backbone = ctx.method, ctx.backbone
-        init = initial_prompt(str(cfg["init"]), int(cfg["n_prompt_tokens"]), backbone.word_embeddings.weight, ctx.seed)
+        init = initial_prompt(str(cfg["init"]), cfg.n_prompt_tokens, backbone.word_embeddings.weight, ctx.seed)
         # The prompt stays fp32 even on a bf16 model (the backbone casts it per forward), so Adam's
         # small updates are not rounded away.
         prompt = init.to(device=backbone.device, dtype=torch.float32).requires_grad_(True)
@@ -44,8 +44,8 @@ class PromptTuning(Method):
             task_prompts = torch.stack(own).to(device=backbone.device, dtype=torch.float32).requires_grad_(True)
             params["task_prompts"] = task_prompts
             scorer = lambda batch: task_prompt_logits(backbone, batch, prompt, task_prompts)  # noqa: E731
-        best, summary = train(ctx, params, scorer, max_steps=int(cfg["max_steps"]), batch_size=int(cfg["batch_size"]),
-                              eval_every=int(cfg["eval_every"]))
+        best, summary = train(ctx, params, scorer, max_steps=cfg.max_steps, batch_size=cfg.batch_size,
+                              eval_every=cfg.eval_every)
         meta = {**summary, "init": str(cfg["init"])}
         if ctx.task_tokens:
             return TaskPromptSolution(prompt=best["prompt"], tensors={"task_prompts": best["task_prompts"]},

@@ -48,14 +48,14 @@ class Recycling(Method):
                              "to the model the prompt was trained on")
         prompt, info = recycle(
             source.prompt, source_tokenizer, source_embeddings, backbone.tokenizer, backbone.word_embeddings.weight,
-            recycler=str(cfg["recycler"]), n_words=int(cfg["n_words"]), word_skip=int(cfg["word_skip"]),
-            n_heldout=int(cfg["n_heldout"]), seed=int(cfg["seed"]), nn=dict(cfg["nn"]),
+            recycler=str(cfg["recycler"]), n_words=cfg.n_words, word_skip=cfg.word_skip,
+            n_heldout=cfg.n_heldout, seed=cfg.seed, nn=dict(cfg["nn"]),
         )
         meta = {
             "source": str(source.path.resolve()), "source_model": spec.name, "source_location": spec.location,
             "source_family": spec.family, "source_method": source.meta.get("method"),
             "source_task": source.meta.get("task"), "source_seed": source.meta.get("seed"),
-            "word_skip": int(cfg["word_skip"]), **info,
+            "word_skip": cfg.word_skip, **info,
         }
         return Solution(prompt=prompt, meta=meta, budget_used=0)
 

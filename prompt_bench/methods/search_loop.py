@@ -58,7 +58,7 @@ class Scoring:
 
     def __init__(self, ctx: BlackBoxContext, api):
         self.ctx, self.api = ctx, api
-        self.kind, self.margin = str(ctx.method["loss"]), float(ctx.method["hinge_margin"])
+        self.kind, self.margin = str(ctx.method["loss"]), ctx.method.hinge_margin
 
     def loss(self, logits: Tensor) -> Tensor:
         """Per-candidate loss [P] of train logits [P, B, C]."""
@@ -97,7 +97,7 @@ def run_search(ctx: BlackBoxContext, search, encode: Encoder, scoring: Scoring) 
     """Run (or resume from the checkpoint) the search until the budget cannot buy another candidate."""
     state = SearchState.resume(ctx, search, encode, scoring)
     api, cfg = scoring.api, ctx.method
-    cost, every = scoring.calls_per_candidate, int(cfg["eval_every"])
+    cost, every = scoring.calls_per_candidate, cfg.eval_every
     bar = progress.bar(api.budget, "search", unit="API calls", initial=api.calls)
     while api.remaining >= cost:
         z = search.ask(min(search.popsize, api.remaining // cost))
@@ -113,7 +113,7 @@ def run_search(ctx: BlackBoxContext, search, encode: Encoder, scoring: Scoring) 
             hits = [len(z) - 1]  # the budget ends between two evaluations: its last candidate is still judged
         if hits:
             state.evaluate_dev(z, losses, hits)
-        state.save(int(cfg["checkpoint_every"]))
+        state.save(cfg.checkpoint_every)
     bar.close()
     return state
 

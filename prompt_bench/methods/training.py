@@ -47,8 +47,8 @@ def train(
     dropout modules at its own rates, as the reference codes train with the model in train mode).
     Each step: loss -> backward -> clip to optimizer.max_grad_norm (if set) -> optimizer step -> schedule step.
     """
-    optimizer = torch_optim.build(ctx.optimizer, list(params.values()), lr=float(ctx.method["lr"]),
-                                  weight_decay=float(ctx.method["weight_decay"]))
+    optimizer = torch_optim.build(ctx.optimizer, list(params.values()), lr=ctx.method.lr,
+                                  weight_decay=ctx.method.weight_decay)
     schedule = torch_optim.build_schedule(ctx.optimizer, optimizer, max_steps)
     dropout_modules = list(train_modules)
     if ctx.method.get("model_dropout") and ctx.backbone is not None:
