@@ -19,6 +19,8 @@ Parts run alone with their flags (none given: the speed table above):
             one run once per generation), on MiniLM (6 layers) and a 12-layer tiny random BERT: one round (one
             generation per layer, popsize --popsize, SST-2 16-shot), each way --repeats times interleaved; and
             whether both ways told the search the same losses and ended on the same prompt, bit for bit.
+  --overhead  BBT's wall time over a bare replay of its forwards on the 2-layer tiny BERT, --repeats times
+            (--generations each) on one loaded model, each ratio and the median.
 Prints markdown tables and writes JSON (default outputs/bench/bench_dfo.json, or bench_dfo_<part>.json for
 a part run alone). Ratios only mean something within one run: the machine is shared and noisy.
 """
@@ -475,6 +477,9 @@ def main() -> None:
     parser.add_argument("--rank", action="store_true", help="fp32 vs bf16 candidate rankings on MiniLM")
     parser.add_argument("--rank-generations", type=int, default=5, help="--rank: generations compared (the first is generation 1)")
     parser.add_argument("--growth", action="store_true", help="generation time against popsize and train-set size")
+    parser.add_argument("--overhead", action="store_true",
+                        help="the search loop's overhead over its raw forwards on the 2-layer tiny BERT, --repeats times "
+                             "(--generations each), with the median: where the loop's own work shows most")
     parser.add_argument("--bbtv2-cache", action="store_true",
                         help="BBTv2 generation time without and with method.prefix_cache (MiniLM, 12-layer tiny BERT)")
     parser.add_argument("--growth-models", default="minilm,smollm2", help="--growth: comma-separated, of minilm, smollm2")
@@ -496,9 +501,9 @@ def main() -> None:
         args.rank_generations = min(args.rank_generations, 2)
     if args.threads:
         torch.set_num_threads(args.threads)
-    parts = [p for p in ("speed", "rank", "growth", "bbtv2_cache") if getattr(args, p)] or ["speed"]
+    parts = [p for p in ("speed", "rank", "growth", "bbtv2_cache", "overhead") if getattr(args, p)] or ["speed"]
     if args.out is None:
-        suffix = "" if parts == ["speed"] or len(parts) == 4 else "_" + "_".join(parts)
+        suffix = "" if parts == ["speed"] or len(parts) == 5 else "_" + "_".join(parts)
         args.out = ROOT / "outputs" / "bench" / f"bench_dfo{suffix}.json"
     unknown = set(args.growth_models.split(",")) - set(GROWTH_MODELS)
     if unknown:
@@ -532,9 +537,29 @@ def main() -> None:
             for model_cfg in (MINILM, deep_bert):
                 report["bbtv2_cache"].append(bbtv2_cache(model_cfg, args.device, args.popsize, args.prompt_len, args.repeats))
         print("\n" + bbtv2_cache_table(report["bbtv2_cache"]) + "\n", flush=True)
+    if "overhead" in parts:
+        print(f"## BBT's wall time over its raw forwards (tiny BERT, popsize {args.popsize}, {args.prompt_len} prompt "
+              f"tokens, {args.generations} generations, {args.repeats} repeats)\n", flush=True)
+        report["overhead"] = overhead_part(args)
+        ratios = report["overhead"]["ratios"]
+        print("| model | overhead, each repeat | median |\n|---|---|---|\n"
+              f"| tiny-bert | {' / '.join(f'{r:.3f}x' for r in ratios)} | {report['overhead']['median']:.3f}x |\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"\nwritten to {args.out}")
+
+
+def overhead_part(args) -> dict:
+    """BBT.fit's wall time over a bare replay of its forwards, repeated on one loaded tiny BERT (after a warm-up
+    run): on a 2-layer model the forwards are cheap, so the loop's own work (ask/tell, projection, assembling
+    the prompted rows, dev scoring bookkeeping) is as visible as it gets."""
+    with tempfile.TemporaryDirectory() as tmp:
+        task, backbone, train, dev = setup(tiny_bert(Path(tmp) / "tiny-bert"), args.device, 16, 42, args.prompt_len)
+        bbt_overhead(backbone, task, train, dev, args.popsize, args.prompt_len, 2)
+        runs = [bbt_overhead(backbone, task, train, dev, args.popsize, args.prompt_len, args.generations)
+                for _ in range(args.repeats)]
+    ratios = [r["overhead_ratio"] for r in runs]
+    return {"model": "tiny-bert", "runs": runs, "ratios": ratios, "median": statistics.median(ratios)}
 
 
 def speed_part(args) -> list[dict]:
