@@ -30,7 +30,6 @@ import torch
 from torch import Tensor
 
 from prompt_bench.config_values import flag
-from prompt_bench.errors import ConfigError
 from prompt_bench.methods.base import BlackBoxContext, Method, Solution
 from prompt_bench.methods.bbt import BBT
 from prompt_bench.methods.search_loop import Scoring, run_search, selection_note
@@ -154,9 +153,6 @@ class BBTv2(Method):
     @classmethod
     def check(cls, cfg) -> None:
         BBT.check(cfg)
-        if int(cfg["generations_per_layer"]) <= 0:
-            raise ConfigError(f"method.generations_per_layer must be positive, got {cfg['generations_per_layer']}")
-        flag("method.prefix_cache", cfg.get("prefix_cache", True))
 
     def fit(self, ctx: BlackBoxContext) -> Solution:
         cfg, api = ctx.method, ctx.blackbox

@@ -96,9 +96,6 @@ class DynamicPrompting(Method):
 
     @classmethod
     def check(cls, cfg) -> None:
-        for key in ("n_prompt_tokens", "pool_size", "max_steps", "batch_size", "eval_every"):
-            if int(cfg[key]) <= 0:
-                raise ConfigError(f"method.{key} must be positive, got {cfg[key]}")
         check_init(str(cfg["init"]), int(cfg["n_prompt_tokens"]))
         for key in ("position", "length", "representation"):
             if cfg["dp"][key] not in MODES:

@@ -206,13 +206,6 @@ class GDFO(BBT):
             raise ConfigError("method.gdfo.dfo and method.gdfo.gd are both off: nothing would search the prompt")
         if g["harmonize"] not in ("inject", "none"):
             raise ConfigError(f"method.gdfo.harmonize={g['harmonize']} is not one of inject, none")
-        for key in ("gd_steps", "distill_steps", "distill_prompts"):
-            if int(g[key]) < 0:
-                raise ConfigError(f"method.gdfo.{key} must be >= 0, got {g[key]}")
-        if g.get("student_depth") is not None and int(g["student_depth"]) <= 0:
-            raise ConfigError(f"method.gdfo.student_depth must be a positive number of blocks or null, got {g['student_depth']}")
-        if int(g["student_layers"]) < 0:
-            raise ConfigError(f"method.gdfo.student_layers must be >= 0, got {g['student_layers']}")
         student_spec(g)
 
     def fit(self, ctx: BlackBoxContext) -> Solution:

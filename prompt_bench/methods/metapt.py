@@ -25,9 +25,6 @@ class MetaPT(PromptTuning):
             raise ConfigError(f"method.pretrain.clustering={pre['clustering']} is not one of {', '.join(clustering.METHODS)}")
         if pre["corpus"]["kind"] not in corpus.KINDS:
             raise ConfigError(f"method.pretrain.corpus.kind={pre['corpus']['kind']} is not one of {', '.join(corpus.KINDS)}")
-        for key in ("meta_steps", "tasks_per_batch", "batch_size", "inner_steps", "k"):
-            if int(pre[key]) <= 0:
-                raise ConfigError(f"method.pretrain.{key} must be positive, got {pre[key]}")
         if pre["clustering"] == "none" and pre["algorithm"] != "multitask":
             raise ConfigError("meta-learning needs auxiliary tasks: set method.pretrain.clustering=kmeans or lda "
                               "(clustering=none goes with algorithm=multitask, which is PPT)")

@@ -59,13 +59,8 @@ class PTuningV2(Method):
 
     @classmethod
     def check(cls, cfg) -> None:
-        for key in ("n_prompt_tokens", "max_steps", "batch_size", "eval_every", "prefix_hidden_size"):
-            if int(cfg[key]) <= 0:
-                raise ConfigError(f"method.{key} must be positive, got {cfg[key]}")
         if cfg["head"] not in HEADS:
             raise ConfigError(f"method.head={cfg['head']} is not one of {', '.join(HEADS)}")
-        if not 0.0 <= float(cfg["dropout"]) < 1.0:
-            raise ConfigError(f"method.dropout must be in [0, 1), got {cfg['dropout']}")
         if not float(cfg["prefix_init_std"]) > 0:
             raise ConfigError(f"method.prefix_init_std must be positive, got {cfg['prefix_init_std']}")
 

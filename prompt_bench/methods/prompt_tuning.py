@@ -2,7 +2,6 @@
 
 import torch
 
-from prompt_bench.errors import ConfigError
 from prompt_bench.methods.base import Method, Solution, WhiteBoxContext
 from prompt_bench.methods.training import train
 from prompt_bench.prompts.soft import check_init, initial_prompt
@@ -24,9 +23,6 @@ class PromptTuning(Method):
 
     @classmethod
     def check(cls, cfg) -> None:
-        for key in ("n_prompt_tokens", "max_steps", "batch_size", "eval_every"):
-            if int(cfg[key]) <= 0:
-                raise ConfigError(f"method.{key} must be positive, got {cfg[key]}")
         check_init(str(cfg["init"]), int(cfg["n_prompt_tokens"]))
 
     def fit(self, ctx: WhiteBoxContext) -> Solution:

@@ -20,14 +20,6 @@ class Recycling(Method):
     def check(cls, cfg) -> None:
         if cfg["recycler"] not in RECYCLERS:
             raise ConfigError(f"unknown method.recycler '{cfg['recycler']}': use one of {', '.join(RECYCLERS)}")
-        if int(cfg["n_words"]) <= 0:
-            raise ConfigError(f"method.n_words must be positive, got {cfg['n_words']}")
-        for key in ("word_skip", "n_heldout"):
-            if int(cfg[key]) < 0:
-                raise ConfigError(f"method.{key} must be zero or positive, got {cfg[key]}")
-        for key in ("hidden_scale", "batch_size", "epochs"):
-            if int(cfg["nn"][key]) <= 0:
-                raise ConfigError(f"method.nn.{key} must be positive, got {cfg['nn'][key]}")
         if float(cfg["nn"]["lr"]) <= 0:
             raise ConfigError(f"method.nn.lr must be positive, got {cfg['nn']['lr']}")
         # The source prompt and its model must be findable before any model is loaded.
