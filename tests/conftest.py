@@ -16,6 +16,19 @@ ROOT = Path(__file__).resolve().parents[1]
 MIRROR = ROOT.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For a module of small forwards (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): on 2 cores
+    shared with other jobs a second intra-op thread mostly waits for a core (about 5x slower here), and the BBTv2
+    prefix cache is bit for bit only on one thread. Restored for the other modules."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def mirror() -> Path:
     if not MIRROR.is_dir():

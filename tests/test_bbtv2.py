@@ -25,14 +25,7 @@ TINY_BBTV2 = ["method=bbtv2", "method.budget=24", "method.intrinsic_dim=8", "met
               "optimizer.popsize=4", "method.eval_every=24"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """On 2 cores shared with other jobs, torch's 2-thread pool made these small forwards ~5x slower
-    (threads wait on each other); one thread keeps this file well under a minute. Restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def api_for(backbone, budget=100, prompt_len=3):

@@ -36,12 +36,7 @@ RUN = ["method=bbtv2", "method.budget=40", "method.intrinsic_dim=8", "method.n_p
        "method.eval_every=12", "task=rte"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -32,14 +32,7 @@ SITES = ["hidden", "attention", "both"]
 MODELS = ["masked_lm", "causal_lm", "seq2seq", "llama", "minilm"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These forwards are small: on 2 cores shared with other jobs, a second intra-op thread mostly waits for a
-    core (about 5x slower here). Restored for the other test modules."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

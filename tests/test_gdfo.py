@@ -18,12 +18,7 @@ SMALL = ["method.budget=40", "method.eval_every=20", "method.intrinsic_dim=16", 
          "optimizer.popsize=8", "task=sst2", "method.placeholder_start=200"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def models(tiny_models):
