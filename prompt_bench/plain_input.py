@@ -17,13 +17,10 @@ from prompt_bench.models.backbone import Backbone, Verbalizer
 from prompt_bench.tasks.spec import Example, TaskSpec
 
 
-def check_plain_input(task: TaskSpec, setting: str) -> None:
+def check_plain_input(task: TaskSpec) -> None:
     if task.plain_input is None:
         raise ConfigError(f"task '{task.name}' has no plain_input (its text without a template, for P-tuning v2's "
                           "reference head): add one to its conf/task file, or use method.head=linear")
-    if setting == "multitask":
-        raise ConfigError("setting=multitask mixes templated tasks; a plain-input head (method.head=reference) "
-                          "needs a single task")
 
 
 def encode_plain(examples: Sequence[Example], task: TaskSpec, backbone: Backbone, prompt_len: int = 0,

@@ -88,7 +88,7 @@ class Setting:
         """Raise ConfigError on impossible setting.* values."""
 
     def check_plain_input(self, task: TaskSpec) -> None:
-        check_plain_input(task, self.name)
+        check_plain_input(task)
 
     # -- data ----------------------------------------------------------------------------------------------
     def load(self, task: TaskSpec) -> Data:
