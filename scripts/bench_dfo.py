@@ -123,15 +123,7 @@ class _NullTracker:
         pass
 
 
-def bbt_overhead(backbone, task, train, dev, popsize: int, prompt_len: int, generations: int) -> dict:
-    """Wall time of BBT.fit vs a bare replay of every forward it made."""
-    captured = []
-    original = backbone._class_scores
-
-    def capture(embeds, mask, target, plen, *readout):  # readout: the verbalizer and head
-        captured.append((embeds.detach().clone(), mask.clone(), target.clone(), plen, *readout))
-        return original(embeds, mask, target, plen, *readout)
-
+def _bbt_fit(backbone, task, train, dev, popsize: int, prompt_len: int, generations: int) -> None:
     budget = popsize * generations
     with tempfile.TemporaryDirectory() as tmp:
         ctx = BlackBoxContext(
@@ -143,20 +135,49 @@ def bbt_overhead(backbone, task, train, dev, popsize: int, prompt_len: int, gene
             evaluation=Evaluation(dev=lambda scorer: score_split(scorer, dev, task.metric, 64), metric="accuracy"),
             blackbox=BlackBoxAPI(backbone, train, budget=budget),
         )
-        backbone._class_scores = capture
+        BBT().fit(ctx)
+
+
+def bbt_overhead(backbone, task, train, dev, popsize: int, prompt_len: int, generations: int) -> dict:
+    """Wall time of BBT.fit vs a bare replay of every forward it made.
+
+    A first, untimed run captures each forward's inputs; the timed run repeats it with nothing attached (a
+    seeded BBT run makes the same forwards every time), so the copies the capture makes are not charged to
+    the loop. In that timed run each forward is also clocked where it happens (`forward_in_run_s`): replayed
+    back to back, the same forwards run a few percent faster (warm caches), so both ratios are reported."""
+    captured = []
+    original = backbone._class_scores
+
+    def capture(embeds, mask, target, plen, *readout):  # readout: the verbalizer and head
+        captured.append((embeds.detach().clone(), mask.clone(), target.clone(), plen, *readout))
+        return original(embeds, mask, target, plen, *readout)
+
+    in_run = [0.0]
+
+    def clocked(*args):
+        start = time.perf_counter()
         try:
-            start = time.perf_counter()
-            BBT().fit(ctx)
-            method_s = time.perf_counter() - start
+            return original(*args)
         finally:
-            backbone._class_scores = original
+            in_run[0] += time.perf_counter() - start
+
+    backbone._class_scores = capture
+    try:
+        _bbt_fit(backbone, task, train, dev, popsize, prompt_len, generations)
+        backbone._class_scores = clocked
+        start = time.perf_counter()
+        _bbt_fit(backbone, task, train, dev, popsize, prompt_len, generations)
+        method_s = time.perf_counter() - start
+    finally:
+        backbone._class_scores = original
     with torch.no_grad():
         start = time.perf_counter()
         for args in captured:
             original(*args)
         raw_s = time.perf_counter() - start
     return {"generations": generations, "forwards": len(captured), "method_s": method_s, "raw_forward_s": raw_s,
-            "overhead_ratio": method_s / raw_s}
+            "overhead_ratio": method_s / raw_s, "forward_in_run_s": in_run[0],
+            "overhead_ratio_in_run": method_s / in_run[0]}
 
 
 def _memory_child(kind: str, model_cfg: dict, device: str, popsize: int, prompt_len: int, queue) -> None:
@@ -541,9 +562,12 @@ def main() -> None:
         print(f"## BBT's wall time over its raw forwards (tiny BERT, popsize {args.popsize}, {args.prompt_len} prompt "
               f"tokens, {args.generations} generations, {args.repeats} repeats)\n", flush=True)
         report["overhead"] = overhead_part(args)
-        ratios = report["overhead"]["ratios"]
-        print("| model | overhead, each repeat | median |\n|---|---|---|\n"
-              f"| tiny-bert | {' / '.join(f'{r:.3f}x' for r in ratios)} | {report['overhead']['median']:.3f}x |\n")
+        result = report["overhead"]
+        print("| model | over | each repeat | median |\n|---|---|---|---|\n"
+              f"| tiny-bert | the forwards replayed | {' / '.join(f'{r:.3f}x' for r in result['ratios'])} | "
+              f"{result['median']:.3f}x |\n"
+              f"| tiny-bert | the forwards clocked in the run | "
+              f"{' / '.join(f'{r:.3f}x' for r in result['ratios_in_run'])} | {result['median_in_run']:.3f}x |\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"\nwritten to {args.out}")
@@ -559,7 +583,9 @@ def overhead_part(args) -> dict:
         runs = [bbt_overhead(backbone, task, train, dev, args.popsize, args.prompt_len, args.generations)
                 for _ in range(args.repeats)]
     ratios = [r["overhead_ratio"] for r in runs]
-    return {"model": "tiny-bert", "runs": runs, "ratios": ratios, "median": statistics.median(ratios)}
+    in_run = [r["overhead_ratio_in_run"] for r in runs]
+    return {"model": "tiny-bert", "runs": runs, "ratios": ratios, "median": statistics.median(ratios),
+            "ratios_in_run": in_run, "median_in_run": statistics.median(in_run)}
 
 
 def speed_part(args) -> list[dict]:

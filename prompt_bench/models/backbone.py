@@ -20,11 +20,15 @@ import torch
 from torch import Tensor
 
 from prompt_bench.models.loading import ModelSpec, precision_name
+from prompt_bench.models.prompted_rows import ChunkRows, RowsCache
 
 log = logging.getLogger(__name__)
 
 #: the `extras` key of a soft prompt added onto placeholder words ([P, L, d] per prompt, [rows, L, d] per row)
 ADDED_PROMPT = "added_prompt"
+#: the most memory a population query's kept text rows may take (a DFO generation on RoBERTa-large-sized
+#: models, popsize 20 x 32 examples, takes about 150 MB in bf16); larger queries assemble their rows per chunk
+ROWS_CACHE_BYTES = 256 << 20
 
 
 def add_at_prompt(hidden: Tensor, prompt: Tensor, context: "RowContext") -> Tensor:
@@ -143,6 +147,7 @@ class Backbone:
         self.device = device
         self.max_tokens_per_forward = max_tokens_per_forward
         self._added_prompt_hook = None
+        self._rows_cache = RowsCache(ROWS_CACHE_BYTES)
 
     # -- what the model looks like -------------------------------------------------------------
     @property
@@ -241,26 +246,31 @@ class Backbone:
                 self._added_prompt_hook = self.transformer_layers()[0].register_forward_pre_hook(
                     self._add_prompt, with_kwargs=True)
             extras = {**(extras or {}), ADDED_PROMPT: prompts}
-        lengths = batch.attention_mask.sum(1)
-        order = torch.argsort(lengths, stable=True)
-        sorted_lengths = lengths[order].tolist()
+        slots = 0 if added else prompt_len
+        # A frozen population query (a DFO generation) keeps its chunks' text rows for the next one (prompted_rows.py)
+        reuse = prompts is not None and n_prompts > 1 and not torch.is_grad_enabled()
+        weight = self.word_embeddings.weight
+        key = (n_prompts, prompt_len, added, self.dtype, weight.data_ptr(), weight._version)
+        chunks = self._rows_cache.get(batch, key) if reuse else None
+        if chunks is None:
+            chunks = self._example_chunks(batch, n_prompts, slots)
+            reuse = reuse and self._rows_cache.put(batch, key, chunks, slots)
         groups = []
-        for examples, prompt_slices in self._chunks(sorted_lengths, n_prompts, 0 if added else prompt_len):
-            index = order[examples]
-            width = int(sorted_lengths[examples.stop - 1])
-            embeds = self.word_embeddings(batch.input_ids[index, :width])
-            mask, target = batch.attention_mask[index, :width], batch.target_pos[index]
+        for chunk in chunks:
+            embeds, mask, target, index = chunk.embeds, chunk.mask, chunk.target, chunk.index
 
-            def forward(chunk: slice, prefix=None) -> Tensor:
-                n = chunk.stop - chunk.start
+            def forward(part: slice, prefix=None) -> Tensor:
+                n = part.stop - part.start
                 if prompts is None:
                     rows = (embeds, mask, target)
+                elif reuse:
+                    rows = chunk.prompted(prompts[part], self.prompt_offset, added)
                 elif added:
                     rows = (embeds.repeat(n, 1, 1), mask.repeat(n, 1), target.repeat(n))
                 else:
-                    rows = self._insert(embeds, mask, target, prompts[chunk])
+                    rows = self._insert(embeds, mask, target, prompts[part])
                 context = RowContext(
-                    {k: v[chunk].repeat_interleave(len(index), dim=0) for k, v in (extras or {}).items()},
+                    {k: v[part].repeat_interleave(len(index), dim=0) for k, v in (extras or {}).items()},
                     self.prompt_offset, prompt_len,
                 )
                 prompt_mask = None
@@ -273,7 +283,8 @@ class Backbone:
                     return self._scores_in_context(context, *rows, prompt_mask, batch.verbalizer, head).view(n, len(index), -1)
 
             prefix = forward(slice(0, 1), "compute") if shared_layers and n_prompts > 1 else None
-            groups.append(torch.cat([forward(chunk, prefix) for chunk in prompt_slices], dim=0))
+            groups.append(torch.cat([forward(part, prefix) for part in chunk.prompt_slices], dim=0))
+        order = torch.cat([chunk.index for chunk in chunks])
         return batch.mask_logits(torch.cat(groups, dim=1)[:, _inverse(order)])
 
     # -- a prefix shared by every prompt (`label_logits(shared_layers=k)`) ---------------------------------------
@@ -369,6 +380,20 @@ class Backbone:
             prompt_slices = [slice(p, min(n_prompts, p + per_forward)) for p in range(0, n_prompts, per_forward)]
             yield slice(start, stop), prompt_slices
             start = stop
+
+    def _example_chunks(self, batch: EncodedBatch, n_prompts: int, slots: int) -> list[ChunkRows]:
+        """The batch's examples sorted by length and cut into `_chunks`, each with its text's embeddings, trimmed
+        to its own longest row (`slots`: the prompt tokens each row gains)."""
+        lengths = batch.attention_mask.sum(1)
+        order = torch.argsort(lengths, stable=True)
+        sorted_lengths = lengths[order].tolist()
+        chunks = []
+        for examples, prompt_slices in self._chunks(sorted_lengths, n_prompts, slots):
+            index = order[examples]
+            width = int(sorted_lengths[examples.stop - 1])
+            chunks.append(ChunkRows(index, width, prompt_slices, self.word_embeddings(batch.input_ids[index, :width]),
+                                    batch.attention_mask[index, :width], batch.target_pos[index]))
+        return chunks
 
     def _insert(self, embeds: Tensor, mask: Tensor, target: Tensor, prompts: Tensor):
         n_prompts, prompt_len, _ = prompts.shape
