@@ -14,6 +14,8 @@ the task). The 95% interval accounts for both:
   (each seed is scored on the same finite test set), floored at 0;
 * t: Student's t with Welch-Satterthwaite degrees of freedom (seeds - 1 when the seeds dominate, normal
   when the test set does). A bootstrap over 3 seeds would be far too narrow, hence t for that part.
+* the interval is cut at the range the metric can take ([0, 1], Matthews [-1, 1]; a multitask mean, the mean
+  of its tasks' ranges): with 3 seeds far apart near a bound, mean ± t·SE would pass it.
 
 A paired comparison of methods A and B (the same task, test set and seeds) is the same estimate on the
 per-seed differences A - B, with both methods scored on the same resampled examples; its two-sided p-value
@@ -39,7 +41,7 @@ def describe(n_boot: int = BOOTSTRAP) -> str:
             "sample variance less what test-set resampling explains) + the variance of the seed mean over a "
             f"bootstrap of the test examples ({n_boot} seeded resamples, the same examples for every seed, the "
             "task's own metric recomputed on each; MultiRC resamples questions); t with Welch-Satterthwaite "
-            "degrees of freedom. Paired tests: the same on per-seed differences (seeds paired, both methods on "
+            "degrees of freedom, the interval cut at the metric's range. Paired tests: the same on per-seed differences (seeds paired, both methods on "
             "the same resampled examples), two-sided p from t, Holm-adjusted within each family of comparisons.")
 
 
@@ -154,7 +156,10 @@ def point(parts: list[Part]) -> float:
 def interval(parts: list[Part], n_boot: int = BOOTSTRAP, seed: int = SEED, level: float = LEVEL) -> Estimate:
     """A method's score with its confidence interval over seeds and test examples."""
     observed, resampled = scores([parts], n_boot, seed)
-    return estimate(observed[0], resampled[:, 0], level)
+    found = estimate(observed[0], resampled[:, 0], level)
+    # t is symmetric, a score is bounded: 3 spread-out seeds near a bound would reach past it (an F1 above 1)
+    low, high = (float(np.mean(bound)) for bound in zip(*(metrics.score_range(p.metric) for p in parts)))
+    return replace(found, low=max(found.low, low), high=min(found.high, high))
 
 
 def paired(a: list[Part], b: list[Part], n_boot: int = BOOTSTRAP, seed: int = SEED, level: float = LEVEL) -> Estimate:

@@ -122,3 +122,18 @@ def test_mcnemar_counts_only_the_examples_one_method_gets_right():
     b = np.array([1] * 10 + [0] * 20)  # wrong on 10
     assert stats.mcnemar(a, b, labels) == pytest.approx(2 * 0.5**10)
     assert stats.mcnemar(a, a, labels) == 1.0
+
+
+def test_an_interval_stops_at_the_range_the_metric_can_take():
+    labels = np.array([0, 1] * 50)
+    right, wrong = labels, 1 - labels
+    # three seeds far apart, one of them perfect: mean ± t·SE over 2 degrees of freedom would pass 100%
+    spread = [stats.Part("accuracy", labels, np.stack([right, right, np.where(np.arange(100) < 60, wrong, right)]), 2)]
+    observed, resampled = stats.scores([spread], 200)
+    unclipped = stats.estimate(observed[0], resampled[:, 0])
+    assert unclipped.high > 1.0
+    estimate = stats.interval(spread, n_boot=200)
+    assert estimate.high == 1.0 and estimate.low == max(unclipped.low, 0.0) and estimate.mean == unclipped.mean
+    # Matthews correlation may go down to -1, and no lower
+    anti = [stats.Part("matthews", labels, np.stack([wrong, wrong, np.where(np.arange(100) < 60, right, wrong)]), 2)]
+    assert stats.interval(anti, n_boot=200).low == -1.0

@@ -21,6 +21,11 @@ def primary(metric: str) -> str:
         raise ConfigError(f"unknown metric '{metric}'; use one of {', '.join(_PRIMARY)}") from None
 
 
+def score_range(metric: str) -> tuple[float, float]:
+    """The values a task's headline score can take: Matthews correlation in [-1, 1], every other metric in [0, 1]."""
+    return (-1.0, 1.0) if metric == "matthews" else (0.0, 1.0)
+
+
 def compute(metric: str, preds: Sequence[int], labels: Sequence[int], groups: Sequence[str] | None = None) -> dict[str, float]:
     key = primary(metric)
     preds = [int(p) for p in preds]
