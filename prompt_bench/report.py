@@ -67,8 +67,10 @@ def _method_defaults(method: str, model: str) -> dict[str, str] | None:
 
 def label_runs(runs: list[dict[str, Any]]) -> None:
     """Give each run a `label` for tables and curves: its series (method, or the optimizer baseline) plus
-    the method settings that vary between runs of that method here and differ from the method's defaults,
-    e.g. `dynamic_prompting (dp.position="off")`, so an ablation is never averaged into the full method."""
+    the method settings that vary between runs of that method on one task and differ from the method's
+    defaults, e.g. `dynamic_prompting (dp.position="off")`, so an ablation is never averaged into the full
+    method. A setting that only changes with the task (a task's own default, e.g. BBT's hinge loss on RTE and
+    MRPC) labels nothing: the method keeps one row across its tasks."""
     from omegaconf import OmegaConf
 
     by_method: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -81,7 +83,11 @@ def label_runs(runs: list[dict[str, Any]]) -> None:
             cfg = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False) if config_file.is_file() else {}
             settings.append((_flat(cfg.get("method", {})), str(cfg.get("model", {}).get("name", ""))))
         keys = set().union(*(flat for flat, _ in settings)) - {"name"}
-        varying = sorted(k for k in keys if len({flat.get(k) for flat, _ in settings}) > 1)
+        per_task: dict[tuple[Any, str], set] = defaultdict(set)
+        for run, (flat, _) in zip(group, settings):
+            for k in keys:
+                per_task[(run.get("task"), k)].add(flat.get(k))
+        varying = sorted({k for (_, k), values in per_task.items() if len(values) > 1})
         defaults_for: dict[str, dict[str, str] | None] = {}
         for run, (flat, model) in zip(group, settings):
             if model not in defaults_for:

@@ -77,6 +77,23 @@ def test_ablations_and_baseline_optimizers_get_their_own_rows_and_shared_setting
     assert table[("dynamic_prompting", "cb")]["n"] == 2
 
 
+def test_a_setting_that_only_changes_with_the_task_keeps_the_method_in_one_row(tmp_path):
+    from prompt_bench.report import label_runs
+
+    # BBT's task defaults: hinge loss on RTE, cross-entropy on SST-2; on SST-2 alone, 50 tokens (MiniLM's demo
+    # default: 10) is an ablation
+    for seed in (13, 21):
+        write_run(tmp_path / "main", "bbt", "sst2", seed, 0.6)
+        write_config(tmp_path / "main", "bbt", "sst2", seed, {"loss": "ce", "n_prompt_tokens": 10})
+        write_run(tmp_path / "main", "bbt", "rte", seed, 0.55)
+        write_config(tmp_path / "main", "bbt", "rte", seed, {"loss": "hinge", "n_prompt_tokens": 10})
+        write_run(tmp_path / "long", "bbt", "sst2", seed, 0.58)
+        write_config(tmp_path / "long", "bbt", "sst2", seed, {"loss": "ce", "n_prompt_tokens": 50})
+    runs = collect(tmp_path)
+    label_runs(runs)
+    assert set(aggregate(runs)) == {("bbt", "sst2"), ("bbt", "rte"), ("bbt (n_prompt_tokens=50)", "sst2")}
+
+
 # --- per-example predictions: intervals, baselines, paired comparisons, LaTeX, W&B ---
 
 import numpy as np  # noqa: E402
