@@ -29,13 +29,11 @@ def chunk_builds(monkeypatch) -> list[int]:
 
 
 def _fresh(backbone, query):
-    """What `query` gives with rows assembled for it alone (nothing kept before or after)."""
+    """What `query` gives with rows of its own, concatenated for it (`Backbone._insert`: the path a query that
+    may need gradients takes), nothing laid out before or after."""
     backbone._rows_cache.clear()
-    kept, backbone._rows_cache.max_bytes = backbone._rows_cache.max_bytes, 0
-    try:
+    with torch.enable_grad():
         return query()
-    finally:
-        backbone._rows_cache.max_bytes = kept
 
 
 @pytest.mark.parametrize("mode", ["add", "insert"])
@@ -51,7 +49,8 @@ def test_every_generation_of_a_search_scores_bit_for_bit_as_fresh_rows_while_its
         reused = [api.query(prompts) for prompts in generations]
         assert len(chunk_builds) == 1, (name, mode, max_tokens)
         for prompts, logits in zip(generations, reused):
-            assert torch.equal(logits, _fresh(backbone, lambda: api.query(prompts))), (name, mode, max_tokens)
+            fresh = _fresh(backbone, lambda: backbone.label_logits(api._train, prompts))
+            assert torch.equal(logits, fresh), (name, mode, max_tokens)
 
 
 @torch.no_grad()
@@ -96,10 +95,12 @@ def test_a_query_that_needs_gradients_gets_fresh_rows_and_its_exact_gradient(dee
 
 
 @torch.no_grad()
-def test_rows_larger_than_the_cap_are_assembled_per_query_and_not_kept(deep_models, chunk_builds):
+def test_every_forward_assembles_its_rows_in_one_buffer_no_larger_than_the_largest_forward(deep_models):
     api = _api("seq2seq", deep_models["seq2seq"], "insert", 48)
     backbone, batch = api._backbone, api._train
-    backbone._rows_cache.max_bytes = 1
-    prompts = torch.randn(4, 3, api.hidden_size) * 0.1
-    first, second = backbone.label_logits(batch, prompts), backbone.label_logits(batch, prompts)
-    assert torch.equal(first, second) and len(chunk_builds) == 2
+    torch.manual_seed(5)
+    for _ in range(2):
+        backbone.label_logits(batch, torch.randn(6, 3, api.hidden_size) * 0.1)
+    chunks = backbone._rows_cache.get(batch, next(iter([backbone._rows_cache._key])))
+    largest = max(len(c.index) * (c.prompt_slices[0].stop - c.prompt_slices[0].start) * (c.width + 3) for c in chunks)
+    assert len(chunks) > 1 and backbone._rows_cache.scratch._buffer.numel() == largest * api.hidden_size

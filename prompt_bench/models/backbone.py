@@ -26,9 +26,6 @@ log = logging.getLogger(__name__)
 
 #: the `extras` key of a soft prompt added onto placeholder words ([P, L, d] per prompt, [rows, L, d] per row)
 ADDED_PROMPT = "added_prompt"
-#: the most memory a population query's kept text rows may take (a DFO generation on RoBERTa-large-sized
-#: models, popsize 20 x 32 examples, takes about 150 MB in bf16); larger queries assemble their rows per chunk
-ROWS_CACHE_BYTES = 256 << 20
 
 
 def add_at_prompt(hidden: Tensor, prompt: Tensor, context: "RowContext") -> Tensor:
@@ -147,7 +144,7 @@ class Backbone:
         self.device = device
         self.max_tokens_per_forward = max_tokens_per_forward
         self._added_prompt_hook = None
-        self._rows_cache = RowsCache(ROWS_CACHE_BYTES)
+        self._rows_cache = RowsCache()
 
     # -- what the model looks like -------------------------------------------------------------
     @property
@@ -247,14 +244,16 @@ class Backbone:
                     self._add_prompt, with_kwargs=True)
             extras = {**(extras or {}), ADDED_PROMPT: prompts}
         slots = 0 if added else prompt_len
-        # A frozen population query (a DFO generation) keeps its chunks' text rows for the next one (prompted_rows.py)
+        # A frozen population query (a DFO generation) keeps its chunks' layout for the next one and assembles its
+        # rows in one reused buffer (prompted_rows.py)
         reuse = prompts is not None and n_prompts > 1 and not torch.is_grad_enabled()
         weight = self.word_embeddings.weight
         key = (n_prompts, prompt_len, added, self.dtype, weight.data_ptr(), weight._version)
         chunks = self._rows_cache.get(batch, key) if reuse else None
         if chunks is None:
             chunks = self._example_chunks(batch, n_prompts, slots)
-            reuse = reuse and self._rows_cache.put(batch, key, chunks, slots)
+            if reuse:
+                self._rows_cache.put(batch, key, chunks)
         groups = []
         for chunk in chunks:
             embeds, mask, target, index = chunk.embeds, chunk.mask, chunk.target, chunk.index
@@ -264,7 +263,7 @@ class Backbone:
                 if prompts is None:
                     rows = (embeds, mask, target)
                 elif reuse:
-                    rows = chunk.prompted(prompts[part], self.prompt_offset, added)
+                    rows = chunk.prompted(prompts[part], self.prompt_offset, added, self._rows_cache.scratch)
                 elif added:
                     rows = (embeds.repeat(n, 1, 1), mask.repeat(n, 1), target.repeat(n))
                 else:
