@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from prompt_bench.models.loading import ModelSpec, precision_name
-from prompt_bench.models.prompted_rows import ChunkRows, RowsCache
+from prompt_bench.models.prompted_rows import ChunkRows, RowsCache, slotted
 
 log = logging.getLogger(__name__)
 
@@ -402,10 +402,8 @@ class Backbone:
         tiled_prompts = prompts.unsqueeze(1).expand(-1, batch_size, -1, -1)
         rows_embeds = torch.cat([expanded[:, :, :cut], tiled_prompts, expanded[:, :, cut:]], dim=2)
         rows_embeds = rows_embeds.reshape(n_prompts * batch_size, -1, embeds.shape[-1])
-        ones = mask.new_ones(batch_size, prompt_len)
-        rows_mask = torch.cat([mask[:, :cut], ones, mask[:, cut:]], dim=1).repeat(n_prompts, 1)
-        shifted = torch.where(target >= cut, target + prompt_len, target)
-        return rows_embeds, rows_mask, shifted.repeat(n_prompts)
+        rows_mask, shifted = slotted(mask, target, cut, prompt_len)
+        return rows_embeds, rows_mask.repeat(n_prompts, 1), shifted.repeat(n_prompts)
 
     def row_logits(self, embeds: Tensor, mask: Tensor, target: Tensor, prompt_mask: Tensor | None = None,
                    extras: dict[str, Tensor] | None = None, verbalizer: Verbalizer | None = None,

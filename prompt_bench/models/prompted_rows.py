@@ -22,6 +22,13 @@ import torch
 from torch import Tensor
 
 
+def slotted(mask: Tensor, target: Tensor, offset: int, slots: int) -> tuple[Tensor, Tensor]:
+    """The mask [b, T + slots] and target [b] of b examples once `slots` prompt tokens sit at `offset`."""
+    ones = mask.new_ones(mask.shape[0], slots)
+    return (torch.cat([mask[:, :offset], ones, mask[:, offset:]], dim=1),
+            torch.where(target >= offset, target + slots, target))
+
+
 @dataclass
 class ChunkRows:
     """One chunk of examples (rows `index` of the batch, length-sorted, `width` tokens of text) and, once laid
@@ -47,10 +54,8 @@ class ChunkRows:
         slots = 0 if added else prompts.shape[1]
         b, width, d = self.embeds.shape
         if self.layout is None:
-            ones = self.mask.new_ones(b, slots)
-            mask = torch.cat([self.mask[:, :offset], ones, self.mask[:, offset:]], dim=1).repeat(self.capacity, 1)
-            shifted = torch.where(self.target >= offset, self.target + slots, self.target)
-            self.layout = (mask, shifted.repeat(self.capacity))
+            mask, target = slotted(self.mask, self.target, offset, slots)
+            self.layout = (mask.repeat(self.capacity, 1), target.repeat(self.capacity))
         rows = scratch.take((n, b, width + slots, d), self.embeds)
         rows[:, :, :offset] = self.embeds[:, :offset]
         rows[:, :, offset + slots :] = self.embeds[:, offset:]
