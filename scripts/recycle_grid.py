@@ -10,6 +10,11 @@ mean test metric of the recycled prompts, the zero-shot manual prompt's score (m
 verbalizer, no prompt), the mean score of random prompts (one per source prompt, drawn as
 `initial_prompt("random", L, target embeddings, seed)` with that source run's seed) and the success rate: the
 fraction of source prompts whose recycled version beats the zero-shot baseline (Lester et al. 2022's measure).
+Uncertainty, as prompt-bench-report computes it (prompt_bench/stats.py): each mean gets a 95% interval over source
+prompts (one per seed) and test examples; the recycled prompts are compared, paired example by example and seed by
+seed, with the zero-shot prompt, with the random prompts and with the majority class (Holm-adjusted p within each
+kind of comparison); the majority class and uniform random scores of the scored examples are printed beside them.
+The JSON keeps every prompt's per-example predictions and the gold labels, so later analysis needs no re-run.
 --tuned-on-target FOLDERS adds the upper reference: prompts tuned directly on the target (prompt-bench runs of the
 same tasks), scored on the same test examples as the recycled ones.
 Each recycler is fitted once per source model (word list and map do not depend on the prompt) with exactly the
@@ -34,8 +39,10 @@ from omegaconf import OmegaConf
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
+
+from prompt_bench import predictions, stats  # noqa: E402
 from prompt_bench.batching import encode_split  # noqa: E402
-from prompt_bench.evaluation import score_split  # noqa: E402
 from prompt_bench.methods.base import Solution  # noqa: E402
 from prompt_bench.models import ModelSpec, build_backbone  # noqa: E402
 from prompt_bench.prompts.soft import initial_prompt  # noqa: E402
@@ -79,6 +86,56 @@ def limited(examples: list, limit: int | None) -> list:
 
 def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def uncertainty(gold: predictions.Predictions, manual: np.ndarray, recycled: dict[str, np.ndarray],
+                randoms: np.ndarray, tuned: np.ndarray | None) -> dict:
+    """Intervals and paired comparisons on one task's scored examples. `gold` holds the labels, metric and classes;
+    `manual` [N] is the zero-shot prompt's predictions, `recycled[name]` [S, N] and `randoms` [S, N] one row per
+    source prompt (row i of each comes from the same source seed, so they pair), `tuned` [T, N] or None the prompts
+    tuned on the target. Scores in [0, 1] (Matthews in [-1, 1]); p-values before any multiple-comparison correction."""
+
+    def part(rows: np.ndarray) -> list[stats.Part]:
+        return [stats.Part(gold.metric, gold.labels, np.atleast_2d(rows), gold.n_classes, gold.groups)]
+
+    def shown(estimate: stats.Estimate) -> dict:
+        return {"mean": estimate.mean, "low": estimate.low, "high": estimate.high, "p": estimate.p}
+
+    n_seeds = len(randoms)
+    constant = np.repeat(manual[None], n_seeds, axis=0)  # the zero-shot prompt has no seed: the same row for each
+    out = {"baselines": stats.baselines(part(manual)), "manual": stats.point(part(manual)),
+           "random": shown(stats.interval(part(randoms))), "recyclers": {},
+           "tuned_on_target": shown(stats.interval(part(tuned))) if tuned is not None and len(tuned) else None}
+    for name, rows in recycled.items():
+        mine = part(rows)
+        out["recyclers"][name] = {"score": shown(stats.interval(mine)),
+                                  "vs_manual": shown(stats.paired(mine, part(constant))),
+                                  "vs_random": shown(stats.paired(mine, part(randoms))),
+                                  "vs_majority": shown(stats.paired(mine, stats.majority(mine)))}
+    return out
+
+
+def adjust(report_tasks: dict) -> None:
+    """Holm-adjust each kind of comparison over every (task, recycler) of the table: one family per kind."""
+    for kind in ("vs_manual", "vs_random", "vs_majority"):
+        cells = [r[kind] for t in report_tasks.values() for r in t["uncertainty"]["recyclers"].values()]
+        for cell, p in zip(cells, stats.holm([c["p"] for c in cells])):
+            cell["p_holm"] = p
+
+
+def ci(cell: dict) -> str:
+    return f"{cell['mean'] * 100:.2f} [{cell['low'] * 100:.2f}, {cell['high'] * 100:.2f}]"
+
+
+def diff(cell: dict) -> str:
+    return f"{cell['mean'] * 100:+.2f} [{cell['low'] * 100:+.2f}, {cell['high'] * 100:+.2f}], p {cell['p_holm']:.2g}"
+
+
+def against_majority(cell: dict) -> str:
+    """† not distinguishable from the majority class, ‡ significantly below it (as the report marks cells)."""
+    if cell["p_holm"] >= 0.05:
+        return " †"
+    return " ‡" if cell["mean"] < 0 else ""
 
 
 def main() -> None:
@@ -168,35 +225,45 @@ def main() -> None:
         longest = max(s.prompt.shape[0] for s in task_sources)
         test = encode_split(test_examples, task, target, longest)
 
-        def score(prompt):
+        def score(prompt, split=test):
+            """(headline score, per-example predictions, seconds)"""
             t0 = time.perf_counter()
-            value = score_split(Solution(prompt=prompt).scorer(target), test, task.metric, args.eval_batch_size)[key]
-            return value, time.perf_counter() - t0
+            found = predictions.of_split(Solution(prompt=prompt).scorer(target), split, task.metric, args.eval_batch_size)
+            return found.scores()[key], found, time.perf_counter() - t0
 
-        manual, manual_s = score(None)
+        manual, gold, manual_s = score(None)
         print(f"{task_name}: {len(test)} test examples; zero-shot manual {key} {manual:.4f} ({manual_s:.1f} s)", flush=True)
-        on_target = []
+        on_target, on_target_preds = [], []
         for prompt in tuned.get(task_name, []):
             own = test if prompt.prompt.shape[0] == longest else encode_split(test_examples, task, target, prompt.prompt.shape[0])
-            value = score_split(Solution(prompt=prompt.prompt).scorer(target), own, task.metric, args.eval_batch_size)[key]
+            value, found, _ = score(prompt.prompt, own)
             on_target.append(value)
+            on_target_preds.append(found.preds)
             print(f"  tuned on the target {prompt.path.parent.name}: {value:.4f}", flush=True)
         per_prompt = []
         for source in task_sources:
             length, seed = source.prompt.shape[0], int(source.meta.get("seed", 0))
             rand = initial_prompt("random", length, target.word_embeddings.weight, seed)
-            random_score, _ = score(rand)
+            random_score, random_found, _ = score(rand)
             entry = {"source": str(source.path), "source_model": source.meta.get("model"), "seed": seed,
-                     "tokens": length, "source_test": source_score(source), "random": random_score, "recycled": {}}
+                     "tokens": length, "source_test": source_score(source), "random": random_score, "recycled": {},
+                     "random_preds": random_found.preds.tolist(), "recycled_preds": {}}
             for name in recyclers:
                 fitted, _ = maps[(source_model_spec(source), name)]
-                value, seconds = score(fitted(source.prompt))
+                value, found, seconds = score(fitted(source.prompt))
                 entry["recycled"][name] = value
+                entry["recycled_preds"][name] = found.preds.tolist()
                 print(f"  {source.path.parent.name} {name}: {value:.4f} (random {random_score:.4f}, {seconds:.1f} s)",
                       flush=True)
             per_prompt.append(entry)
+        certainty = uncertainty(gold, gold.preds, {name: np.array([p["recycled_preds"][name] for p in per_prompt])
+                                               for name in recyclers},
+                            np.array([p["random_preds"] for p in per_prompt]),
+                            np.array(on_target_preds) if on_target_preds else None)
         task_report = {"metric": key, "n_test": len(test), "manual": manual, "prompts": per_prompt, "recyclers": {},
-                       "tuned_on_target": on_target}
+                       "tuned_on_target": on_target, "uncertainty": certainty,
+                       "labels": gold.labels.tolist(), "manual_preds": gold.preds.tolist(),
+                       "tuned_on_target_preds": [p.tolist() for p in on_target_preds]}
         randoms = [p["random"] for p in per_prompt]
         sources_on_source = [p["source_test"] for p in per_prompt if p["source_test"] is not None]
         for name in recyclers:
@@ -210,30 +277,38 @@ def main() -> None:
                                                   for i in infos],
                        "map": infos}
             task_report["recyclers"][name] = summary
-            rows.append((task_name, name, summary, sources_on_source, on_target))
+            rows.append((task_name, name, summary, sources_on_source, certainty))
         report["tasks"][task_name] = task_report
+    adjust(report["tasks"])
 
     report["wall_time_s"] = round(time.perf_counter() - started, 1)
     report["load_target_s"] = round(load_target_s, 1)
     report["machine"] = {"python": platform.python_version(), "torch": torch.__version__, "device": str(target.device),
                          "threads": torch.get_num_threads()}
-    header = ("| task | recycler | prompts | recycled (mean ± std) | zero-shot manual | random prompt (mean) | "
-              "success rate | map held-out rel. error | source prompt on its own model (its full test split) | "
-              "prompt tuned on the target (mean ± std) |")
+    header = ("| task | recycler | prompts | recycled: mean ± std [95% CI] | majority class / uniform random | "
+              "zero-shot manual | recycled − zero-shot [95% CI], p (Holm) | random prompt [95% CI] | "
+              "recycled − random [95% CI], p (Holm) | success rate | map held-out rel. error | "
+              "source prompt on its own model (its full test split) | prompt tuned on the target [95% CI] |")
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    for task_name, name, s, on_source, on_target in rows:
+    for task_name, name, s, on_source, found in rows:
         held = ", ".join(f"{e:.3f}" for e in s["heldout_relative_error"] if e is not None) or "-"
         own = f"{statistics.fmean(on_source) * 100:.2f}" if on_source else "-"
-        upper = "{:.2f} ± {:.2f} (n={})".format(*(v * 100 for v in mean_std(on_target)), len(on_target)) if on_target else "-"
-        lines.append(f"| {task_name} | {name} | {s['n']} | {s['mean'] * 100:.2f} ± {s['std'] * 100:.2f} | "
-                     f"{s['manual'] * 100:.2f} | {s['random_mean'] * 100:.2f} | {s['success_rate'] * 100:.0f}% | "
-                     f"{held} | {own} | {upper} |")
+        mine, base = found["recyclers"][name], found["baselines"]
+        upper = ci(found["tuned_on_target"]) if found["tuned_on_target"] else "-"
+        lines.append(f"| {task_name} | {name} | {s['n']} | {s['mean'] * 100:.2f} ± {s['std'] * 100:.2f} "
+                     f"[{mine['score']['low'] * 100:.2f}, {mine['score']['high'] * 100:.2f}]"
+                     f"{against_majority(mine['vs_majority'])} | {base['majority'] * 100:.2f} / {base['random'] * 100:.2f} | "
+                     f"{s['manual'] * 100:.2f} | {diff(mine['vs_manual'])} | {ci(found['random'])} | "
+                     f"{diff(mine['vs_random'])} | {s['success_rate'] * 100:.0f}% | {held} | {own} | {upper} |")
     table = "\n".join(lines)
     print()
     print(f"Recycled to {target.spec.name} ({target.hidden_size}-d); test metric in %"
           + (f", on a fixed random subset of {args.limit_test} test examples (seed 0)" if args.limit_test else "")
           + (", target in bf16" if args.bf16 else "") + ":")
     print(table)
+    print(f"\n{stats.describe()} †: recycled prompts not distinguishable from the majority class, ‡: significantly "
+          "below it (paired test against always predicting the most frequent label of the scored examples); no mark: "
+          "significantly above it. The zero-shot prompt has no seed: its one prediction pairs with every source prompt.")
     print(f"\nwall time {report['wall_time_s']} s")
     report["table"] = table
     args.out.parent.mkdir(parents=True, exist_ok=True)
