@@ -6,6 +6,7 @@
 # Two copies started side by side share the work: a run the other copy holds fails at once with RunBusy (its
 # folder lock) and this copy moves on to the next; finished runs are skipped. BoolQ (long passages, 2,950 test
 # examples) costs about 3x any other task, so it comes first in the main rows and last in the ablations.
+# Last, a diagnostic of DP's temperature schedule on CB and RTE.
 set -uo pipefail
 OUT=${1:-outputs/closing/superglue_dp}
 shift || true
@@ -18,3 +19,6 @@ for tasks in cb,superglue_rte,wic,copa boolq; do
     run "$tasks" method=dynamic_prompting method.dp.$component=off "$@"
   done
 done
+# A diagnostic of DP's temperature schedule: DPT's rate is made for 20,000 steps, so after 100 the temperature is
+# still 0.985; this rate brings it to its 0.5 floor at step 100 (CB and RTE only).
+run cb,superglue_rte method=dynamic_prompting method.temperature.rate=1.4e-4 "$@"
