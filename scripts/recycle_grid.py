@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from prompt_bench import predictions, stats  # noqa: E402
+from prompt_bench import predictions, significance, stats  # noqa: E402
 from prompt_bench.batching import encode_split  # noqa: E402
 from prompt_bench.methods.base import Solution  # noqa: E402
 from prompt_bench.models import ModelSpec, build_backbone  # noqa: E402
@@ -88,22 +88,22 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def uncertainty(gold: predictions.Predictions, manual: np.ndarray, recycled: dict[str, np.ndarray],
-                randoms: np.ndarray, tuned: np.ndarray | None) -> dict:
-    """Intervals and paired comparisons on one task's scored examples. `gold` holds the labels, metric and classes;
-    `manual` [N] is the zero-shot prompt's predictions, `recycled[name]` [S, N] and `randoms` [S, N] one row per
+def uncertainty(manual: predictions.Predictions, recycled: dict[str, np.ndarray], randoms: np.ndarray,
+                tuned: np.ndarray | None) -> dict:
+    """Intervals and paired comparisons on one task's scored examples. `manual` is the zero-shot prompt's predictions
+    (with the labels, metric and classes every other row shares), `recycled[name]` [S, N] and `randoms` [S, N] one row per
     source prompt (row i of each comes from the same source seed, so they pair), `tuned` [T, N] or None the prompts
     tuned on the target. Scores in [0, 1] (Matthews in [-1, 1]); p-values before any multiple-comparison correction."""
 
     def part(rows: np.ndarray) -> list[stats.Part]:
-        return [stats.Part(gold.metric, gold.labels, np.atleast_2d(rows), gold.n_classes, gold.groups)]
+        return [stats.Part(manual.metric, manual.labels, np.atleast_2d(rows), manual.n_classes, manual.groups)]
 
     def shown(estimate: stats.Estimate) -> dict:
         return {"mean": estimate.mean, "low": estimate.low, "high": estimate.high, "p": estimate.p}
 
     n_seeds = len(randoms)
-    constant = np.repeat(manual[None], n_seeds, axis=0)  # the zero-shot prompt has no seed: the same row for each
-    out = {"baselines": stats.baselines(part(manual)), "manual": stats.point(part(manual)),
+    constant = np.repeat(manual.preds[None], n_seeds, axis=0)  # the zero-shot prompt has no seed: the same row for each
+    out = {"baselines": stats.baselines(part(manual.preds)),
            "random": shown(stats.interval(part(randoms))), "recyclers": {},
            "tuned_on_target": shown(stats.interval(part(tuned))) if tuned is not None and len(tuned) else None}
     for name, rows in recycled.items():
@@ -133,7 +133,7 @@ def diff(cell: dict) -> str:
 
 def against_majority(cell: dict) -> str:
     """† not distinguishable from the majority class, ‡ significantly below it (as the report marks cells)."""
-    if cell["p_holm"] >= 0.05:
+    if cell["p_holm"] >= significance.ALPHA:
         return " †"
     return " ‡" if cell["mean"] < 0 else ""
 
@@ -240,11 +240,12 @@ def main() -> None:
             on_target.append(value)
             on_target_preds.append(found.preds)
             print(f"  tuned on the target {prompt.path.parent.name}: {value:.4f}", flush=True)
-        per_prompt = []
+        per_prompt, random_rows, recycled_rows = [], [], defaultdict(list)
         for source in task_sources:
             length, seed = source.prompt.shape[0], int(source.meta.get("seed", 0))
             rand = initial_prompt("random", length, target.word_embeddings.weight, seed)
             random_score, random_found, _ = score(rand)
+            random_rows.append(random_found.preds)
             entry = {"source": str(source.path), "source_model": source.meta.get("model"), "seed": seed,
                      "tokens": length, "source_test": source_score(source), "random": random_score, "recycled": {},
                      "random_preds": random_found.preds.tolist(), "recycled_preds": {}}
@@ -253,13 +254,12 @@ def main() -> None:
                 value, found, seconds = score(fitted(source.prompt))
                 entry["recycled"][name] = value
                 entry["recycled_preds"][name] = found.preds.tolist()
+                recycled_rows[name].append(found.preds)
                 print(f"  {source.path.parent.name} {name}: {value:.4f} (random {random_score:.4f}, {seconds:.1f} s)",
                       flush=True)
             per_prompt.append(entry)
-        certainty = uncertainty(gold, gold.preds, {name: np.array([p["recycled_preds"][name] for p in per_prompt])
-                                               for name in recyclers},
-                            np.array([p["random_preds"] for p in per_prompt]),
-                            np.array(on_target_preds) if on_target_preds else None)
+        certainty = uncertainty(gold, {name: np.stack(rows) for name, rows in recycled_rows.items()},
+                                np.stack(random_rows), np.stack(on_target_preds) if on_target_preds else None)
         task_report = {"metric": key, "n_test": len(test), "manual": manual, "prompts": per_prompt, "recyclers": {},
                        "tuned_on_target": on_target, "uncertainty": certainty,
                        "labels": gold.labels.tolist(), "manual_preds": gold.preds.tolist(),

@@ -36,8 +36,8 @@ def flip(labels: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarr
 def planted():
     rng = np.random.default_rng(0)
     labels = (rng.random(300) < 0.6).astype(np.int64)  # 60% class 1: the majority class scores 0.6
-    gold = predictions.Predictions("accuracy", np.zeros_like(labels), labels, 2)
     manual = flip(labels, 0.45, rng)  # zero-shot: about 55% right
+    gold = predictions.Predictions("accuracy", manual, labels, 2)  # the zero-shot prompt's predictions, with the labels
     good = np.stack([flip(labels, 0.1, rng) for _ in range(5)])  # recycled: about 90% right, 5 source seeds
     randoms = np.stack([flip(labels, 0.5, rng) for _ in range(5)])
     return labels, gold, manual, good, randoms
@@ -45,7 +45,7 @@ def planted():
 
 def test_a_planted_gain_over_the_zero_shot_prompt_is_found_with_its_interval(planted):
     labels, gold, manual, good, randoms = planted
-    found = recycle_grid().uncertainty(gold, manual, {"v2v_lin": good}, randoms, None)
+    found = recycle_grid().uncertainty(gold, {"v2v_lin": good}, randoms, None)
     cell = found["recyclers"]["v2v_lin"]
     own = np.mean([np.mean(row == labels) for row in good])  # rebuilt by hand: mean accuracy over the seeds
     assert cell["score"]["mean"] == pytest.approx(own)
@@ -59,13 +59,13 @@ def test_a_planted_gain_over_the_zero_shot_prompt_is_found_with_its_interval(pla
 def test_recycled_prompts_that_answer_like_the_zero_shot_prompt_differ_by_nothing(planted):
     labels, gold, manual, _, randoms = planted
     copies = np.repeat(manual[None], 5, axis=0)
-    cell = recycle_grid().uncertainty(gold, manual, {"lin_comb": copies}, randoms, None)["recyclers"]["lin_comb"]
+    cell = recycle_grid().uncertainty(gold, {"lin_comb": copies}, randoms, None)["recyclers"]["lin_comb"]
     assert cell["vs_manual"]["mean"] == 0 and cell["vs_manual"]["p"] == 1.0
 
 
 def test_the_majority_class_is_the_share_of_the_most_frequent_label(planted):
     labels, gold, manual, good, randoms = planted
-    found = recycle_grid().uncertainty(gold, manual, {"v2v_lin": good}, randoms, good[:2])
+    found = recycle_grid().uncertainty(gold, {"v2v_lin": good}, randoms, good[:2])
     assert found["baselines"]["majority"] == pytest.approx(np.bincount(labels).max() / len(labels))
     assert found["baselines"]["random"] == pytest.approx(0.5, abs=0.01)
     assert found["tuned_on_target"]["mean"] == pytest.approx(np.mean([np.mean(r == labels) for r in good[:2]]))
