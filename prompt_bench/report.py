@@ -113,7 +113,8 @@ def aggregate(runs: list[dict[str, Any]], metric: str | None = None) -> dict[tup
         name = metric if metric is not None and all(metric in r["test"] for r in group) else group[0]["metric"]
         values = [float(r["test"][name]) for r in group]
         table[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values),
-                      "seeds": [int(r["seed"]) for r in group], "metric": name, "runs": group}
+                      "seeds": [int(r["seed"]) for r in group], "metric": name,
+                      "metric_override": name != group[0]["metric"], "runs": group}
     return table
 
 
@@ -357,52 +358,45 @@ def main(argv: list[str] | None = None) -> None:
                         help="log the tables to a W&B run: auto = only when W&B is reachable online (an API key)")
     parser.add_argument("--metric", default=None,
                         help="report this test metric instead of each task's headline one where a run has it, e.g. "
-                             "accuracy (a paper's metric beside ours); writes report_<metric>.md / .csv, without intervals")
+                             "accuracy (a paper's metric beside ours), with its intervals, baselines and comparisons "
+                             "recomputed from the kept predictions; writes report_<metric>.* and compare_<metric>.*")
     args = parser.parse_args(argv)
     runs = collect(args.root)
     if not runs:
         raise SystemExit(f"prompt-bench-report: error: no finished runs (results.json) under {args.root}")
     label_runs(runs)
-    if args.metric is not None:  # another metric than the one the predictions' intervals are computed for
-        table = aggregate(runs, args.metric)
-        text = markdown(table)
-        stem = f"report_{args.metric}"
-        (args.root / f"{stem}.md").write_text(text + "\n")
-        write_csv(table, args.root / f"{stem}.csv")
-        print(text)
-        print(f"\n{len(runs)} runs; written to {args.root / f'{stem}.md'} and {args.root / f'{stem}.csv'}")
-        return
-    table = aggregate(runs)
+    table = aggregate(runs, args.metric)
     analysis = significance.analyse(table, args.bootstrap, args.seed)
     text = markdown(table, analysis) + "\n\n" + legend(analysis, args.bootstrap)
-    written = [args.root / "report.md", args.root / "report.csv", args.root / "report.tex"]
+    suffix = "" if args.metric is None else f"_{args.metric}"  # the headline report is kept beside another metric's
+    written = [args.root / f"report{suffix}.md", args.root / f"report{suffix}.csv", args.root / f"report{suffix}.tex"]
     written[0].write_text(text + "\n")
     write_csv(table, written[1], analysis)
     written[2].write_text(latex.table(table, analysis) + "\n")
     print(text)
-    tables = {"report": (CSV_COLUMNS, csv_rows(table, analysis))}
+    tables = {f"report{suffix}": (CSV_COLUMNS, csv_rows(table, analysis))}
     if args.compare:
         try:
             rows, notes = significance.compare(table, [tuple(pair) for pair in args.compare], args.bootstrap, args.seed)
         except ValueError as err:
             raise SystemExit(f"prompt-bench-report: error: {err}") from None
         compared = compare_markdown(rows, notes)
-        (args.root / "compare.md").write_text(compared + "\n")
-        with (args.root / "compare.csv").open("w", newline="") as out:
+        (args.root / f"compare{suffix}.md").write_text(compared + "\n")
+        with (args.root / f"compare{suffix}.csv").open("w", newline="") as out:
             csv.writer(out).writerows([COMPARE_COLUMNS, *compare_rows(rows)])
-        written += [args.root / "compare.md", args.root / "compare.csv"]
-        tables["compare"] = (COMPARE_COLUMNS, compare_rows(rows))
+        written += [args.root / f"compare{suffix}.md", args.root / f"compare{suffix}.csv"]
+        tables[f"compare{suffix}"] = (COMPARE_COLUMNS, compare_rows(rows))
         print("\n" + compared)
     print(f"\n{len(runs)} runs; written to {', '.join(str(p) for p in written)}")
     for task in sorted({r["task"] for r in runs}):
         metric = next(r["metric"] for r in runs if r["task"] == task)
-        for unit, label in (("api_calls", "API calls"), ("steps", "optimizer steps")):
+        for unit, label in (("api_calls", "API calls"), ("steps", "optimizer steps")) if not suffix else ():
             chosen = [r for r in runs if r["task"] == task and r.get("budget_unit") == unit]
             png = plot_curves(chosen, task, [f"dev/{metric}", f"test/{metric}"],
                               args.root / "plots" / f"{task}_{unit}.png", label)
             if png is not None:
                 print(f"plot: {png}")
-        png = plot_scores(table, analysis, task, args.root / "plots" / f"{task}_test.png")
+        png = plot_scores(table, analysis, task, args.root / "plots" / f"{task}_test{suffix}.png")
         if png is not None:
             print(f"plot: {png}")
     if log_tables(tables, args.wandb, runs, args.root):

@@ -49,9 +49,25 @@ def parts(cell: Cell, seeds: list[int] | None = None) -> list[stats.Part] | None
         first = per_seed[0]
         if any(p is None or not np.array_equal(p.labels, first.labels) for p in per_seed):
             return None
-        out.append(stats.Part(first.metric, first.labels, np.stack([p.preds for p in per_seed]), first.n_classes,
+        metric = _metric(cell, first.metric)
+        if metric is None:
+            return None
+        out.append(stats.Part(metric, first.labels, np.stack([p.preds for p in per_seed]), first.n_classes,
                               first.groups))
     return out
+
+
+# Metrics a cell may be reported in instead of its task's own (prompt-bench-report --metric), recomputed from the
+# same predictions. MultiRC keeps its own: its answers are scored by question, which a plain metric would ignore.
+RECOMPUTABLE = ("accuracy", "f1", "macro_f1", "matthews")
+
+
+def _metric(cell: Cell, kept: str) -> str | None:
+    """The metric the predictions are scored in: the one they were kept with, or the cell's other metric
+    (`metric_override`, set by report.aggregate) where they can give it; None where they cannot."""
+    if not cell.get("metric_override"):
+        return kept
+    return cell["metric"] if cell["metric"] in RECOMPUTABLE and kept != "multirc" else None
 
 
 def paired_parts(a: Cell, b: Cell) -> tuple[list[stats.Part], list[stats.Part], list[int]] | None:

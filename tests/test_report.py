@@ -195,6 +195,40 @@ def test_compare_finds_a_planted_difference_and_none_between_a_method_and_its_co
     assert "Holm" in (tmp_path / "compare.md").read_text() and "a_again" in capsys.readouterr().out
 
 
+def test_another_metric_gets_its_own_intervals_baselines_and_comparisons_recomputed_from_the_predictions(tmp_path):
+    # a CB-like 3-class task reported in macro-F1, and in accuracy as DPT reports it (--metric accuracy)
+    labels = np.array([0] * 200 + [1] * 150 + [2] * 50)
+    for method, accuracy in (("good", 0.85), ("worse", 0.55)):
+        for seed in (13, 21, 42):
+            rng = np.random.default_rng([seed, len(method)])
+            preds = np.where(rng.random(len(labels)) < accuracy, labels, (labels + 1) % 3)
+            kept = predictions.Predictions("macro_f1", preds, labels, 3)
+            folder = tmp_path / "cb" / method / f"seed{seed}"
+            folder.mkdir(parents=True)
+            (folder / "results.json").write_text(json.dumps(
+                {"method": method, "task": "cb", "seed": seed, "metric": "macro_f1",
+                 "test": {"macro_f1": kept.scores()["macro_f1"], "accuracy": float(np.mean(preds == labels))}}))
+            predictions.save(folder, {"test": {"cb": kept}})
+    main([str(tmp_path), "--metric", "accuracy", "--compare", "good", "worse", "--wandb", "disabled",
+          "--bootstrap", "200"])
+    text = (tmp_path / "report_accuracy.md").read_text()
+    assert "cb (accuracy)" in text
+    assert "| *majority class* | 50.00 |" in text  # 200 of 400 in class 0; its macro-F1 would be 22.22
+    table = aggregate(collect(tmp_path), "accuracy")
+    for method in ("good", "worse"):
+        cell = table[(method, "cb")]
+        row = next(r for r in text.splitlines() if r.startswith(f"| {method} "))
+        by_hand = np.mean([json.loads((tmp_path / "cb" / method / f"seed{s}" / "results.json").read_text())["test"]
+                           ["accuracy"] for s in (13, 21, 42)])
+        assert cell["mean"] == pytest.approx(by_hand)
+        low, high = (float(x) for x in row.split("[")[1].split("]")[0].split(","))
+        assert low < 100 * by_hand < high and high - low < 15  # an accuracy interval, around the accuracy mean
+    compared = (tmp_path / "compare_accuracy.md").read_text()
+    diff = next(r for r in compared.splitlines() if r.startswith("| good | worse |"))
+    assert "cb (accuracy)" in diff and "**+" in diff  # 30 points of accuracy apart: significant
+    assert not (tmp_path / "report.md").exists()  # the headline report is a separate command, not overwritten
+
+
 def test_compare_refuses_a_method_that_is_not_in_the_report(tmp_path):
     write_predicted_run(tmp_path, "a", "sst2", 13, 0.9)
     with pytest.raises(SystemExit, match="no method 'nope'.*use one of a"):
