@@ -142,7 +142,8 @@ def analyse(table: dict[Key, Cell], n_boot: int = stats.BOOTSTRAP, seed: int = s
     analysis.majority_tests, analysis.best_tests = len(majority_family), len(best_family)
     if missing:
         analysis.notes.append(
-            f"No per-example predictions (run folders written before they were kept) for {len(missing)} cell(s): "
+            f"No per-example predictions to score (run folders written before they were kept, or a MultiRC cell "
+            f"reported in another metric than its own) for {len(missing)} cell(s): "
             f"{'; '.join(missing)}. They show mean ± std only, with no interval, baseline test or marker.")
     return analysis
 

@@ -229,6 +229,27 @@ def test_another_metric_gets_its_own_intervals_baselines_and_comparisons_recompu
     assert not (tmp_path / "report.md").exists()  # the headline report is a separate command, not overwritten
 
 
+def test_a_multirc_cell_in_another_metric_shows_mean_and_std_only_and_the_report_says_why(tmp_path):
+    # MultiRC's predictions score answers grouped by question; plain accuracy over answers is not what they give
+    labels = np.array([0, 1] * 100)
+    for seed in (13, 21):
+        preds = np.random.default_rng(seed).integers(0, 2, len(labels))
+        kept = predictions.Predictions("multirc", preds, labels, 2, np.arange(len(labels)) // 4)
+        folder = tmp_path / "multirc" / "prompt_tuning" / f"seed{seed}"
+        folder.mkdir(parents=True)
+        (folder / "results.json").write_text(json.dumps(
+            {"method": "prompt_tuning", "task": "multirc", "seed": seed, "metric": "f1a",
+             "test": {"f1a": kept.scores()["f1a"], "accuracy": float(np.mean(preds == labels))}}))
+        predictions.save(folder, {"test": {"multirc": kept}})
+    main([str(tmp_path), "--metric", "accuracy", "--wandb", "disabled", "--bootstrap", "100"])
+    text = (tmp_path / "report_accuracy.md").read_text()
+    row = next(r for r in text.splitlines() if r.startswith("| prompt_tuning"))
+    assert "(n=2)" in row and "[" not in row
+    assert "MultiRC cell reported in another metric" in text and "prompt_tuning on multirc" in text
+    main([str(tmp_path), "--wandb", "disabled", "--bootstrap", "100"])  # in its own metric it has its interval
+    assert "[" in next(r for r in (tmp_path / "report.md").read_text().splitlines() if r.startswith("| prompt_tuning"))
+
+
 def test_compare_refuses_a_method_that_is_not_in_the_report(tmp_path):
     write_predicted_run(tmp_path, "a", "sst2", 13, 0.9)
     with pytest.raises(SystemExit, match="no method 'nope'.*use one of a"):
