@@ -113,8 +113,7 @@ def aggregate(runs: list[dict[str, Any]], metric: str | None = None) -> dict[tup
         name = metric if metric is not None and all(metric in r["test"] for r in group) else group[0]["metric"]
         values = [float(r["test"][name]) for r in group]
         table[key] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "n": len(values),
-                      "seeds": [int(r["seed"]) for r in group], "metric": name,
-                      "metric_override": name != group[0]["metric"], "runs": group}
+                      "seeds": [int(r["seed"]) for r in group], "metric": name, "runs": group}
     return table
 
 

@@ -63,9 +63,10 @@ RECOMPUTABLE = ("accuracy", "f1", "macro_f1", "matthews")
 
 
 def _metric(cell: Cell, kept: str) -> str | None:
-    """The metric the predictions are scored in: the one they were kept with, or the cell's other metric
-    (`metric_override`, set by report.aggregate) where they can give it; None where they cannot."""
-    if not cell.get("metric_override"):
+    """The metric the predictions are scored in: the one they were kept with, or, where the cell is reported in
+    another metric than its runs' own (report.aggregate's `metric`), that one if they can give it; else None."""
+    runs = cell.get("runs") or [{}]
+    if cell.get("metric") == runs[0].get("metric", cell.get("metric")):
         return kept
     return cell["metric"] if cell["metric"] in RECOMPUTABLE and kept != "multirc" else None
 

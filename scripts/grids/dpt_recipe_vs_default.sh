@@ -25,19 +25,4 @@ PT2_RECIPE="p_tuning_v2 (batch_size=8, dropout=0.1, head=reference, model_dropou
 COMPARE=(--compare "$DP_RECIPE" dynamic_prompting --compare "$PT2_RECIPE" p_tuning_v2 --compare "$DP_RECIPE" "$PT2_RECIPE")
 bash "$HERE/publish_report.sh" "$OUT" superglue_dpt_recipe "${COMPARE[@]}"
 # CB's accuracy is DPT's metric (ours is macro-F1): the same report and comparisons by accuracy
-prompt-bench-report "$OUT" --wandb disabled --metric accuracy "${COMPARE[@]}" > /dev/null
-DEST=${DEST:-$HERE/../../docs/results}
-{
-  echo "<!-- written by scripts/grids/dpt_recipe_vs_default.sh: edit the grid or the report, not this file -->"
-  echo
-  echo "The runs of [superglue_dpt_recipe.md](superglue_dpt_recipe.md), reported by accuracy, DPT's metric on CB:"
-  echo "\`prompt-bench-report <grid folder> --metric accuracy\` with the same comparisons."
-  echo
-  cat "$OUT/report_accuracy.md"
-  echo
-  echo "### Paired comparisons"
-  echo
-  cat "$OUT/compare_accuracy.md"
-} > "$DEST/superglue_dpt_recipe_accuracy.md"
-cp "$OUT/report_accuracy.csv" "$DEST/superglue_dpt_recipe_accuracy.csv"
-cp "$OUT/compare_accuracy.csv" "$DEST/superglue_dpt_recipe_accuracy_compare.csv"
+bash "$HERE/publish_report.sh" "$OUT" superglue_dpt_recipe_accuracy --metric accuracy "${COMPARE[@]}"
