@@ -170,7 +170,10 @@ def test_a_corrupt_checkpoint_names_the_file_and_run_restart_which_then_works(ti
 
 def test_ctrl_c_says_how_to_resume_in_one_line_and_the_same_command_resumes(tiny_models, mirror, tmp_path):
     args = _tiny_bbt(tiny_models, mirror, tmp_path, budget=4000)
-    process = subprocess.Popen([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C at a terminal: a test session started in the background (`cmd &`) hands its children SIGINT ignored,
+    # and an interrupt that is never delivered would make the run finish instead
+    process = subprocess.Popen([EXE, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while time.time() < deadline:  # interrupt once training has written a checkpoint
         if list(tmp_path.rglob("checkpoint/state.safetensors")):
