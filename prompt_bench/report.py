@@ -387,9 +387,11 @@ def main(argv: list[str] | None = None) -> None:
         tables[f"compare{suffix}"] = (COMPARE_COLUMNS, compare_rows(rows))
         print("\n" + compared)
     print(f"\n{len(runs)} runs; written to {', '.join(str(p) for p in written)}")
+    # the runs log their budget curves in their own metric only, so another metric's report draws no curves
+    curves = () if suffix else (("api_calls", "API calls"), ("steps", "optimizer steps"))
     for task in sorted({r["task"] for r in runs}):
         metric = next(r["metric"] for r in runs if r["task"] == task)
-        for unit, label in (("api_calls", "API calls"), ("steps", "optimizer steps")) if not suffix else ():
+        for unit, label in curves:
             chosen = [r for r in runs if r["task"] == task and r.get("budget_unit") == unit]
             png = plot_curves(chosen, task, [f"dev/{metric}", f"test/{metric}"],
                               args.root / "plots" / f"{task}_{unit}.png", label)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from prompt_bench import predictions, stats
+from prompt_bench.tasks import metrics
 
 ALPHA = 0.05
 
@@ -57,18 +58,14 @@ def parts(cell: Cell, seeds: list[int] | None = None) -> list[stats.Part] | None
     return out
 
 
-# Metrics a cell may be reported in instead of its task's own (prompt-bench-report --metric), recomputed from the
-# same predictions. MultiRC keeps its own: its answers are scored by question, which a plain metric would ignore.
-RECOMPUTABLE = ("accuracy", "f1", "macro_f1", "matthews")
-
-
 def _metric(cell: Cell, kept: str) -> str | None:
     """The metric the predictions are scored in: the one they were kept with, or, where the cell is reported in
-    another metric than its runs' own (report.aggregate's `metric`), that one if they can give it; else None."""
-    runs = cell.get("runs") or [{}]
-    if cell.get("metric") == runs[0].get("metric", cell.get("metric")):
+    another metric than its runs' own (prompt-bench-report --metric), that one if it is a plain metric and so are
+    the predictions (MultiRC's are scored by question, which a plain metric would ignore); else None."""
+    own = cell["runs"][0]["metric"] if cell.get("runs") else cell.get("metric")
+    if cell.get("metric") == own:
         return kept
-    return cell["metric"] if cell["metric"] in RECOMPUTABLE and kept != "multirc" else None
+    return cell["metric"] if cell["metric"] in metrics.PLAIN and kept in metrics.PLAIN else None
 
 
 def paired_parts(a: Cell, b: Cell) -> tuple[list[stats.Part], list[stats.Part], list[int]] | None:

@@ -11,6 +11,8 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from prompt_bench.errors import ConfigError
 
 _PRIMARY = {"accuracy": "accuracy", "f1": "f1", "macro_f1": "macro_f1", "matthews": "matthews", "multirc": "f1a"}
+# the metrics scored on examples alone, whose headline key is their name (MultiRC's is scored by question)
+PLAIN = tuple(name for name, key in _PRIMARY.items() if name == key)
 
 
 def primary(metric: str) -> str:
